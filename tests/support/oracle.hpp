@@ -1,0 +1,23 @@
+// tests/support/oracle.hpp: loading reference arrays inside doctest cases.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include "support/npy.hpp"
+
+namespace lowbit_test {
+
+// Loads tests/data/<relative> as T, failing the current test case if the file is missing or bad.
+template <class T>
+std::vector<T> load(const std::string& relative, std::vector<std::int64_t>* shape = nullptr) {
+  const Npy npy = load_npy(relative);
+  INFO("loading ", relative, ": ", npy.error);
+  REQUIRE(npy.error.empty());
+  if (shape != nullptr) *shape = npy.shape;
+  return npy.as<T>();
+}
+
+}  // namespace lowbit_test
