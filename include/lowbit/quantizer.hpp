@@ -39,6 +39,9 @@
 
 namespace lowbit {
 
+template <class Q>
+class QuantizedTensor;
+
 namespace detail {
 
 template <class T>
@@ -167,6 +170,10 @@ struct Quantizer {
     return params;
   }
 
+  // Parameters, codes and dense packing in one call (defined in quantized_tensor.hpp).
+  static Result<QuantizedTensor<Quantizer>> quantize(MatrixView<const float> x,
+                                                     const GranularityT& g = {});
+
   static Status quantize(MatrixView<const float> x, const QuantParamsView& p,
                          MatrixView<code_type> codes, const GranularityT& g = {}) noexcept {
     LOWBIT_TRY(check_input(x, g));
@@ -232,3 +239,6 @@ struct Quantizer {
 };
 
 }  // namespace lowbit
+
+// Completes Quantizer::quantize(x): whoever includes quantizer.hpp can call it.
+#include "lowbit/quantized_tensor.hpp"

@@ -1,7 +1,8 @@
 // tests/support/npy.hpp: a minimal reader for the NumPy .npy files in tests/data.
 //
-// Test support only (not part of lowbit): version 1.0/2.0 headers, little-endian, C order, the
-// dtypes the reference vectors use. Any other file fails the test that loads it, loudly.
+// Support for tests and examples only (not part of lowbit's public surface): version 1.0/2.0
+// headers, little-endian, C order, the dtypes the reference vectors use. Any other file yields an
+// error string, which fails the test or example that loads it, loudly.
 #pragma once
 
 #include <cstdint>
@@ -14,14 +15,6 @@
 #include "lowbit/numeric.hpp"
 
 namespace lowbit_test {
-
-#ifndef LOWBIT_TEST_DATA_DIR
-#error "LOWBIT_TEST_DATA_DIR must name the tests/data directory"
-#endif
-
-inline std::string data_path(const std::string& relative) {
-  return std::string(LOWBIT_TEST_DATA_DIR) + "/" + relative;
-}
 
 struct Npy {
   std::string dtype;  // e.g. "<f4", "|u1"
@@ -69,12 +62,12 @@ inline std::size_t dtype_width(const std::string& dtype) {
   return dtype.size() >= 3 ? static_cast<std::size_t>(std::stoul(dtype.substr(2))) : 0;
 }
 
-// Loads tests/data/<relative>. On failure, `error` says why and the arrays are empty.
-inline Npy load_npy(const std::string& relative) {
+// Loads the .npy file at `path`. On failure, `error` says why and the arrays are empty.
+inline Npy load_npy_file(const std::string& path) {
   Npy out;
-  std::ifstream file(data_path(relative), std::ios::binary);
+  std::ifstream file(path, std::ios::binary);
   if (!file) {
-    out.error = "cannot open " + data_path(relative);
+    out.error = "cannot open " + path;
     return out;
   }
   std::vector<unsigned char> all((std::istreambuf_iterator<char>(file)),

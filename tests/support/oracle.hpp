@@ -10,6 +10,17 @@
 
 namespace lowbit_test {
 
+#ifndef LOWBIT_TEST_DATA_DIR
+#error "LOWBIT_TEST_DATA_DIR must name the tests/data directory"
+#endif
+
+inline std::string data_path(const std::string& relative) {
+  return std::string(LOWBIT_TEST_DATA_DIR) + "/" + relative;
+}
+
+// Loads tests/data/<relative>; `error` says why when it fails.
+inline Npy load_npy(const std::string& relative) { return load_npy_file(data_path(relative)); }
+
 // Loads tests/data/<relative> as T, failing the current test case if the file is missing or bad.
 template <class T>
 std::vector<T> load(const std::string& relative, std::vector<std::int64_t>* shape = nullptr) {
