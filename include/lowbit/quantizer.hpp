@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "lowbit/detail/affine.hpp"
 #include "lowbit/detail/validate.hpp"
 #include "lowbit/policy/bits.hpp"
 #include "lowbit/policy/granularity.hpp"
@@ -65,22 +66,6 @@ template <class T, class = void>
 struct is_rounding : std::false_type {};
 template <class T>
 struct is_rounding<T, std::void_t<decltype(T::round(0.0f))>> : std::true_type {};
-
-// The unclamped level zero_point + round(x * inv_scale), as a float so that no magnitude of x
-// reaches an integer conversion before the clamp (torch converts first, which is UB for huge x).
-template <class Rounding>
-inline float level(float x, float inv_scale, std::int32_t zero_point) noexcept {
-  return static_cast<float>(zero_point) + Rounding::round(x * inv_scale);
-}
-
-inline std::int32_t clamp_level(float level, CodeRange codes) noexcept {
-  const float lo = static_cast<float>(codes.min), hi = static_cast<float>(codes.max);
-  return static_cast<std::int32_t>(level < lo ? lo : (level > hi ? hi : level));
-}
-
-inline float dequantize_code(std::int32_t q, float scale, std::int32_t zero_point) noexcept {
-  return static_cast<float>(q - zero_point) * scale;
-}
 
 // Calls f(param_index, block_view) for every parameter block of x, in parameter order.
 template <class Granularity, class T, class F>
