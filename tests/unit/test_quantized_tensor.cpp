@@ -3,22 +3,18 @@
 
 #include <cmath>
 #include <cstdint>
-#include <random>
 #include <vector>
 
 #include "lowbit/algo/gamma.hpp"
 #include "lowbit/quantized_tensor.hpp"
+#include "support/random.hpp"
 
 namespace {
 
 constexpr std::uint32_t kSeed = 7321;
 
 std::vector<float> gaussian(std::size_t n, std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
+  return lowbit_test::gaussian(static_cast<std::int64_t>(n), 1.0f, seed);
 }
 
 double std_dev(const std::vector<float>& v) {

@@ -5,23 +5,17 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <random>
 #include <vector>
 
 #include "lowbit/calibrator.hpp"
 #include "lowbit/quantizer.hpp"
+#include "support/random.hpp"
 
 namespace {
 
 constexpr std::uint32_t kSeed = 20261123;
 
-std::vector<float> gaussian(std::int64_t n, float sigma, std::uint32_t seed, float mean = 0.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(mean, sigma);
-  std::vector<float> v(static_cast<std::size_t>(n));
-  for (float& x : v) x = d(rng);
-  return v;
-}
+using lowbit_test::gaussian;
 
 template <class Q>
 struct Quantized {
