@@ -67,16 +67,32 @@ struct is_rounding : std::false_type {};
 template <class T>
 struct is_rounding<T, std::void_t<decltype(T::round(0.0f))>> : std::true_type {};
 
+// A rectangle of a tensor: rows [row, row + rows), columns [col, col + cols).
+struct BlockRange {
+  std::int64_t row, rows, col, cols;
+};
+
+template <class T>
+MatrixView<T> sub_view(MatrixView<T> x, const BlockRange& b) noexcept {
+  return x.row_block(b.row, b.rows).col_block(b.col, b.cols);
+}
+
+// Calls f(param_index, range) for every parameter block of a rows x cols tensor, in parameter
+// order. Loops run per block so each block's scale, inverse and zero point are loaded once.
+template <class Granularity, class F>
+void for_each_block(const Granularity& g, std::int64_t rows, std::int64_t cols, F&& f) {
+  const BlockShape b = g.block(rows, cols);
+  const BlockShape grid = param_grid(g, rows, cols);
+  for (std::int64_t pr = 0; pr < grid.rows; ++pr)
+    for (std::int64_t pc = 0; pc < grid.cols; ++pc)
+      f(pr * grid.cols + pc, BlockRange{pr * b.rows, b.rows, pc * b.cols, b.cols});
+}
+
 // Calls f(param_index, block_view) for every parameter block of x, in parameter order.
 template <class Granularity, class T, class F>
 void for_each_block(const Granularity& g, MatrixView<T> x, F&& f) {
-  const BlockShape b = g.block(x.rows(), x.cols());
-  const BlockShape grid = param_grid(g, x.rows(), x.cols());
-  for (std::int64_t pr = 0; pr < grid.rows; ++pr) {
-    for (std::int64_t pc = 0; pc < grid.cols; ++pc) {
-      f(pr * grid.cols + pc, x.row_block(pr * b.rows, b.rows).col_block(pc * b.cols, b.cols));
-    }
-  }
+  for_each_block(g, x.rows(), x.cols(),
+                 [&](std::int64_t i, const BlockRange& b) { f(i, sub_view(x, b)); });
 }
 
 // Calls f(r, c, param_index) for every element, in row-major order.
@@ -164,10 +180,15 @@ struct Quantizer {
     LOWBIT_TRY(check_input(x, g));
     LOWBIT_TRY(detail::check_output(codes, x));
     LOWBIT_TRY(detail::check_params(p, g, x.rows(), x.cols()));
-    detail::for_each_element(g, x.rows(), x.cols(), [&](std::int64_t r, std::int64_t c, std::int64_t i) {
+    detail::for_each_block(g, x.rows(), x.cols(), [&](std::int64_t i, const detail::BlockRange& b) {
       const float inv = 1.0f / p.scale[i];
-      codes(r, c) = static_cast<code_type>(
-          detail::clamp_level(detail::level<RoundingT>(x(r, c), inv, p.zero_point[i]), kCodes));
+      const std::int32_t zp = p.zero_point[i];
+      const MatrixView<const float> xb = detail::sub_view(x, b);
+      const MatrixView<code_type> qb = detail::sub_view(codes, b);
+      for (std::int64_t r = 0; r < b.rows; ++r)
+        for (std::int64_t c = 0; c < b.cols; ++c)
+          qb(r, c) = static_cast<code_type>(
+              detail::clamp_level(detail::level<RoundingT>(xb(r, c), inv, zp), kCodes));
     });
     return {};
   }
@@ -179,9 +200,13 @@ struct Quantizer {
     LOWBIT_TRY(g.check(codes.rows(), codes.cols()));
     LOWBIT_TRY(detail::check_output(out, codes));
     LOWBIT_TRY(detail::check_params(p, g, codes.rows(), codes.cols()));
-    detail::for_each_element(g, codes.rows(), codes.cols(),
-                             [&](std::int64_t r, std::int64_t c, std::int64_t i) {
-      out(r, c) = detail::dequantize_code(codes(r, c), p.scale[i], p.zero_point[i]);
+    detail::for_each_block(g, codes.rows(), codes.cols(), [&](std::int64_t i, const detail::BlockRange& b) {
+      const float scale = p.scale[i];
+      const std::int32_t zp = p.zero_point[i];
+      const MatrixView<const code_type> qb = detail::sub_view(codes, b);
+      const MatrixView<float> ob = detail::sub_view(out, b);
+      for (std::int64_t r = 0; r < b.rows; ++r)
+        for (std::int64_t c = 0; c < b.cols; ++c) ob(r, c) = detail::dequantize_code(qb(r, c), scale, zp);
     });
     return {};
   }
@@ -192,11 +217,18 @@ struct Quantizer {
     LOWBIT_TRY(check_input(x, g));
     LOWBIT_TRY(detail::check_output(out, x));
     LOWBIT_TRY(detail::check_params(p, g, x.rows(), x.cols()));
-    detail::for_each_element(g, x.rows(), x.cols(), [&](std::int64_t r, std::int64_t c, std::int64_t i) {
-      const float inv = 1.0f / p.scale[i];
-      const std::int32_t q =
-          detail::clamp_level(detail::level<RoundingT>(x(r, c), inv, p.zero_point[i]), kCodes);
-      out(r, c) = detail::dequantize_code(q, p.scale[i], p.zero_point[i]);
+    detail::for_each_block(g, x.rows(), x.cols(), [&](std::int64_t i, const detail::BlockRange& b) {
+      const float scale = p.scale[i];
+      const float inv = 1.0f / scale;
+      const std::int32_t zp = p.zero_point[i];
+      const MatrixView<const float> xb = detail::sub_view(x, b);
+      const MatrixView<float> ob = detail::sub_view(out, b);
+      for (std::int64_t r = 0; r < b.rows; ++r) {
+        for (std::int64_t c = 0; c < b.cols; ++c) {
+          const std::int32_t q = detail::clamp_level(detail::level<RoundingT>(xb(r, c), inv, zp), kCodes);
+          ob(r, c) = detail::dequantize_code(q, scale, zp);
+        }
+      }
     });
     return {};
   }

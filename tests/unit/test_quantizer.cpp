@@ -294,3 +294,24 @@ TEST_CASE("Calibrator: streaming min/max equals one-shot, and shape errors") {
   CHECK(rows.observe(lowbit::row_major<const float>(x.data(), 2, 16)).code() ==
         lowbit::Errc::kShapeMismatch);
 }
+
+TEST_CASE("RoundHalfToEven equals nearbyint (up to the sign of zero) over ties and magnitudes") {
+  int mismatches = 0;
+  auto check = [&](float x) {
+    const float want = std::nearbyint(x), got = lowbit::RoundHalfToEven::round(x);
+    mismatches += !(got == want);  // == treats -0 and +0 alike
+  };
+  for (int k = -70000; k <= 70000; ++k) {
+    const float t = static_cast<float>(k) + 0.5f;  // exact ties
+    check(t);
+    check(std::nextafter(t, 1e9f));
+    check(std::nextafter(t, -1e9f));
+    check(static_cast<float>(k) * 0.37f);
+  }
+  for (float x : {4194303.5f, 4194304.0f, 4194304.5f, -4194304.5f, 8388607.5f, 1e9f, -1e30f, 0.0f,
+                  -0.0f, 0.49999997f, -0.49999997f, 1.5f, 2.5f, -2.5f})
+    check(x);
+  CHECK(mismatches == 0);
+  CHECK(std::isnan(lowbit::RoundHalfToEven::round(std::nanf(""))));
+  CHECK(std::isinf(lowbit::RoundHalfToEven::round(INFINITY)));
+}
