@@ -19,4 +19,5 @@
 #include "lowbit/calibrator.hpp"
 #include "lowbit/lsq.hpp"
 #include "lowbit/format/packed.hpp"
+#include "lowbit/format/packed_matrix.hpp"
 #include "lowbit/algo/gamma.hpp"

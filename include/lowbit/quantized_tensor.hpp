@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -45,8 +46,41 @@ class QuantizedTensor {
     return t;
   }
 
+  // Reassembles a tensor from stored parts (a file, another process), checking that they agree:
+  // the packed size fits rows x cols codes, the parameter grid fits the granularity, every scale
+  // is usable and every zero point is a code.
+  static Result<QuantizedTensor> from_parts(std::int64_t rows, std::int64_t cols,
+                                            std::vector<std::uint8_t> packed, QuantParams params,
+                                            const typename Q::granularity& g = {}) {
+    if (rows <= 0 || cols <= 0) return Status(Errc::kEmpty, "tensor has no elements");
+    if (rows > std::numeric_limits<std::int64_t>::max() / cols)
+      return Status(Errc::kOverflow, "rows * cols overflows int64");
+    LOWBIT_TRY(g.check(rows, cols));
+    Result<std::size_t> bytes = checked_packed_bytes(Q::kBits, rows * cols);
+    if (!bytes) return bytes.status();
+    if (packed.size() != *bytes)
+      return Status(Errc::kShapeMismatch, "packed codes do not match rows x cols at this width");
+    if (params.scale.size() != static_cast<std::size_t>(params.size()) ||
+        params.zero_point.size() != static_cast<std::size_t>(params.size()))
+      return Status(Errc::kShapeMismatch, "parameter arrays do not match their grid");
+    LOWBIT_TRY(detail::check_params(params.view(), g, rows, cols));
+    for (std::int64_t i = 0; i < params.size(); ++i) {
+      const std::int32_t zp = params.zero_point[static_cast<std::size_t>(i)];
+      if (zp < Q::kCodes.min || zp > Q::kCodes.max)
+        return Status(Errc::kOutOfRange, "zero point outside the code range", i);
+    }
+    QuantizedTensor t;
+    t.rows_ = rows;
+    t.cols_ = cols;
+    t.granularity_ = g;
+    t.packed_ = std::move(packed);
+    t.params_ = std::move(params);
+    return t;
+  }
+
   std::int64_t rows() const noexcept { return rows_; }
   std::int64_t cols() const noexcept { return cols_; }
+  const typename Q::granularity& granularity() const noexcept { return granularity_; }
   const std::vector<std::uint8_t>& packed() const noexcept { return packed_; }
   const QuantParams& params() const noexcept { return params_; }
   // Mutable parameters, for algorithms that refine scales after rounding (γ, PEQA).
