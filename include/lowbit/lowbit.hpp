@@ -5,6 +5,7 @@
 #include "lowbit/status.hpp"
 #include "lowbit/tensor_view.hpp"
 #include "lowbit/numeric.hpp"
+#include "lowbit/cpu.hpp"
 
 #include "lowbit/policy/bits.hpp"
 #include "lowbit/policy/symmetry.hpp"
