@@ -21,4 +21,5 @@
 #include "lowbit/lsq.hpp"
 #include "lowbit/format/packed.hpp"
 #include "lowbit/format/packed_matrix.hpp"
+#include "lowbit/format/ggml.hpp"
 #include "lowbit/algo/gamma.hpp"
