@@ -23,3 +23,5 @@
 #include "lowbit/format/packed_matrix.hpp"
 #include "lowbit/format/ggml.hpp"
 #include "lowbit/algo/gamma.hpp"
+#include "lowbit/algo/hessian.hpp"
+#include "lowbit/algo/gptq.hpp"

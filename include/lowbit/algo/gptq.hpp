@@ -1,0 +1,580 @@
+// lowbit/algo/gptq.hpp: GPTQ (Frantar, Ashkboos, Hoefler, Alistarh 2022, "GPTQ: Accurate
+// Post-Training Quantization for Generative Pre-trained Transformers", Algorithm 1), following the
+// conventions of the reference implementation IST-DASLab/gptq (`GPTQ.fasterquant`, `quant.py`) so
+// that its codes, scales and zero points can be reproduced; plus the round-to-nearest (RTN)
+// baseline with the same quantizer.
+//
+// The problem. For one linear layer with weight W (out × in) and calibration inputs X, find
+// quantized Q minimising ‖W·X − Q·X‖²_F. Every output row shares the Hessian H = (2/n)·X·Xᵀ
+// (algo/hessian.hpp). GPTQ quantizes the columns one at a time, in a fixed order, and after each
+// column j spreads its rounding error over the columns not yet quantized, the Optimal Brain
+// Surgeon update restricted to them:
+//
+//   err = (w_j − q_j) / [H⁻¹]_jj,          W[:, j+1:] −= err ⊗ [H⁻¹]_{j, j+1:}
+//
+// where H⁻¹ is the inverse of the Hessian of the columns still free. Algorithm 1's trick: all of
+// those inverses are rows of one matrix, the upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU), so each
+// step reads U[j, j:] and nothing is re-inverted. The column's loss is (w − q)²/(2·[U]_jj²).
+//
+// Lazy batch updates (the paper's section "Lazy Batch-Updates"). The rank-1 update above touches
+// the whole trailing matrix per column and is memory bound. Blocks of B columns (block_size) are
+// processed on a copy W1: inside the block the rank-1 updates stay within it; the block's scaled
+// errors Err1 (out × B) then update the rest at once with one GEMM,
+//
+//   W[:, i2:] −= Err1 · U[i1:i2, i2:],
+//
+// which gives the same result up to float summation order. gptq_quantize_unblocked is the plain
+// column loop, kept for the benchmark and as a check.
+//
+// U without forming H⁻¹. The reference computes chol(H), then H⁻¹, then chol(H⁻¹, upper). We use
+// the identity: if J reverses the index order and J·H·J = M·Mᵀ (lower Cholesky), then
+// H = (J·M·J)(J·M·J)ᵀ with J·M·J upper triangular, so H⁻¹ = UᵀU with U = (J·M·J)⁻¹ = J·M⁻¹·J,
+// upper triangular with a positive diagonal, hence the (unique) Cholesky factor. One Cholesky and
+// one triangular inversion (both n³/3 flops) replace two Cholesky factorisations and an inversion;
+// all in float32, as the reference.
+//
+// The quantizer (the reference's Quantizer with perchannel=True, weight=True, mse=False), per row
+// of a group of columns, maxq = 2^bits − 1:
+//
+//   xmin = min(min(x), 0),  xmax = max(max(x), 0)
+//   symmetric: xmax = max(|xmin|, xmax); xmin = −xmax only where xmin < 0 (a row with no negative
+//              value keeps xmin = 0: scale = xmax/maxq and half of its codes saturate, a quirk we
+//              keep because the reference's codes depend on it)
+//   xmin = −1, xmax = +1 when both are 0
+//   scale = (xmax − xmin) / maxq
+//   zero  = (maxq + 1)/2 if symmetric, else rint(−xmin / scale)   (float32 division, no clamp)
+//   code  = clamp(rint(w / scale) + zero, 0, maxq)                 (division, not a reciprocal)
+//   Q     = scale · (code − zero)
+//
+// rint is round-half-to-even (torch.round). Codes are unsigned in [0, maxq] for both symmetries.
+//
+// The reference's conventions, all kept (IST-DASLab/gptq commit 2d65066):
+//  1. Per-channel parameters (group_size = −1) come from the full, unmodified W.
+//  2. Dead inputs, diag(H) == 0: H_jj = 1 and W[:, j] = 0 (so such a column's codes equal its zero
+//     point and its Q is 0), after step 1.
+//  3. act_order: columns are processed in order of decreasing diag(H) (after step 2); ties keep
+//     the lower index first (torch's unstable argsort leaves them unspecified).
+//  4. Damping: percdamp · mean(diag(H)) is added to the diagonal.
+//  5. Groups, static_groups = false: at every processing position j with j % group_size == 0 the
+//     parameters are found on W[:, j : j+group_size] *as it stands at the start of the current
+//     block*: updates made earlier inside the block live only in the copy W1. With group_size <
+//     block_size the second group of a block is therefore found on stale weights; the reference
+//     does so and we reproduce it. With act_order the groups are contiguous in processing order
+//     (g_idx[perm[j]] = j / group_size) and scales are stored in that order.
+//  6. Groups, static_groups = true: parameters of the contiguous groups in original column order
+//     (g_idx[c] = c / group_size), found before any update on W after step 2.
+//  7. Codes, g_idx and the dequantized weight are returned in the original column order.
+//
+// Numerical failure. If the Cholesky factorisation fails (Eigen's LLT reports NumericalIssue) or
+// produces a non-finite U, or the error propagation overflows, the relative damping is multiplied
+// by 10 (a zero damping becomes kGptqFirstRetryPercdamp) and the whole run is repeated, at most
+// max_damping_retries times; then Errc::kNumericalIssue. The result reports the damping used.
+// No NaN ever reaches the output.
+//
+// Memory: the working copy of W (out × in; a second, transient one while the parameters that do
+// not depend on the updates are found), one in × in matrix for the factor, the block buffers
+// (out × block_size, twice) and the outputs.
+#pragma once
+
+#include <Eigen/Cholesky>
+#include <Eigen/Core>
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+#include "lowbit/detail/validate.hpp"
+#include "lowbit/policy/rounding.hpp"
+#include "lowbit/status.hpp"
+#include "lowbit/tensor_view.hpp"
+
+namespace lowbit {
+
+// ---------------------------------------------------------------------------------------------
+// The reference quantizer.
+
+struct GptqQuantParams {
+  float scale = 1.0f;
+  float zero = 0.0f;  // an integer held in a float, as the reference holds it
+};
+
+namespace detail {
+// find_params for one row of a group whose smallest and largest values are lo and hi; maxq = 2^bits
+// − 1.
+inline GptqQuantParams gptq_params_from_range(float lo, float hi, float maxq,
+                                              bool symmetric) noexcept {
+  float xmin = std::min(lo, 0.0f);
+  float xmax = std::max(hi, 0.0f);
+  if (symmetric) {
+    xmax = std::max(std::fabs(xmin), xmax);
+    if (xmin < 0.0f) xmin = -xmax;
+  }
+  if (xmin == 0.0f && xmax == 0.0f) {
+    xmin = -1.0f;
+    xmax = 1.0f;
+  }
+  GptqQuantParams p;
+  p.scale = (xmax - xmin) / maxq;
+  p.zero = symmetric ? (maxq + 1.0f) / 2.0f : RoundHalfToEven::round(-xmin / p.scale);
+  return p;
+}
+}  // namespace detail
+
+// The code of w: clamp(rint(w / scale) + zero, 0, maxq). A NaN level maps to 0 so that the
+// conversion is always defined; GPTQ never feeds one (it checks its inputs and its updates).
+inline float gptq_level(float w, GptqQuantParams p, float maxq) noexcept {
+  float q = RoundHalfToEven::round(w / p.scale) + p.zero;
+  if (!(q >= 0.0f)) q = 0.0f;
+  if (q > maxq) q = maxq;
+  return q;
+}
+
+// The dequantized value of a level: scale · (q − zero).
+inline float gptq_dequantize(float level, GptqQuantParams p) noexcept {
+  return p.scale * (level - p.zero);
+}
+
+// Parameters the rest of lowbit can use: a positive, normal, finite scale. Subnormal ranges (every
+// |w| below ~1e-38) or ranges beyond float32 (|w| near 3e38) fail this.
+inline bool gptq_params_usable(GptqQuantParams p) noexcept {
+  return p.scale >= FLT_MIN && std::isfinite(p.scale) && std::isfinite(p.zero);
+}
+
+// The reference's find_params for one row of a group whose smallest and largest values are lo and
+// hi. Errors: bits outside 1..8 (kInvalidArgument), lo or hi NaN/Inf (kNonFinite), a range float32
+// cannot quantize (kOutOfRange).
+inline Result<GptqQuantParams> gptq_find_params(float lo, float hi, int bits,
+                                                bool symmetric) noexcept {
+  if (bits < 1 || bits > 8) return Status(Errc::kInvalidArgument, "bits must be in 1..8");
+  if (!std::isfinite(lo) || !std::isfinite(hi))
+    return Status(Errc::kNonFinite, "range is NaN or Inf");
+  const GptqQuantParams p =
+      detail::gptq_params_from_range(lo, hi, static_cast<float>((1 << bits) - 1), symmetric);
+  if (!gptq_params_usable(p))
+    return Status(Errc::kOutOfRange, "range is subnormal or overflows float32");
+  return p;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Options and results.
+
+struct GptqOptions {
+  int bits = 4;  // 1..8; codes in [0, 2^bits − 1]
+  bool symmetric = false;
+  std::int64_t group_size = -1;   // −1: one group per row (per channel); else divides in
+  std::int64_t block_size = 128;  // lazy-batch width B; any value ≥ 1
+  float percdamp = 0.01f;         // damping relative to mean(diag(H)), ≥ 0
+  bool act_order = false;         // process columns by decreasing diag(H)
+  bool static_groups = false;     // group parameters from W before any update
+  int max_damping_retries = 4;    // 0..32; each retry multiplies the damping by 10
+};
+
+// The relative damping tried first when a zero percdamp fails.
+inline constexpr float kGptqFirstRetryPercdamp = 1e-4f;
+
+// Quantized weights in the reference's layout. All matrices are row-major.
+struct GptqResult {
+  std::int64_t rows = 0;            // out features
+  std::int64_t cols = 0;            // in features
+  std::int64_t group_size = 0;      // columns per group (cols when per channel)
+  std::int64_t groups = 0;          // cols / group_size
+  std::vector<std::uint8_t> codes;  // (rows × cols), original column order
+  std::vector<float> scales;        // (rows × groups): group g's scale of row r at r·groups + g
+  std::vector<std::int32_t> zeros;  // (rows × groups) zero points
+  std::vector<std::int64_t> g_idx;  // (cols): the group of each original column
+  std::vector<std::int64_t> perm;   // (cols): the original column processed j-th
+  std::vector<float> dequantized;   // (rows × cols): Q = scale·(code − zero), original order
+  double loss = 0.0;                // Σ (w − q)² / (2·U_jj²), the reference's sum(Losses)
+  float percdamp = 0.0f;            // relative damping that succeeded
+  float damp = 0.0f;                // the absolute value added to diag(H)
+  int damping_retries = 0;          // how many times the damping was raised
+};
+
+// Round-to-nearest with the same quantizer, parameters from W on contiguous column groups.
+struct RtnResult {
+  std::int64_t rows = 0;
+  std::int64_t cols = 0;
+  std::int64_t group_size = 0;
+  std::int64_t groups = 0;
+  std::vector<std::uint8_t> codes;  // (rows × cols)
+  std::vector<float> scales;        // (rows × groups)
+  std::vector<std::int32_t> zeros;  // (rows × groups)
+  std::vector<float> dequantized;   // (rows × cols)
+};
+
+namespace detail {
+
+inline Status check_gptq_quantizer(int bits, std::int64_t group_size, std::int64_t cols) noexcept {
+  if (bits < 1 || bits > 8) return {Errc::kInvalidArgument, "bits must be in 1..8"};
+  if (group_size != -1 && group_size < 1)
+    return {Errc::kInvalidArgument, "group_size must be -1 (per channel) or positive"};
+  if (group_size > 0 && cols % group_size != 0)
+    return {Errc::kIndivisible, "group_size does not divide the number of input features"};
+  return {};
+}
+
+// Per-row parameters of columns [first, first + count) of a column-major matrix. Returns false if
+// some row's parameters are unusable.
+inline bool gptq_group_params(const Eigen::MatrixXf& w, std::int64_t first, std::int64_t count,
+                              float maxq, bool symmetric, GptqQuantParams* out) {
+  const Eigen::VectorXf lo = w.middleCols(first, count).rowwise().minCoeff();
+  const Eigen::VectorXf hi = w.middleCols(first, count).rowwise().maxCoeff();
+  bool usable = true;
+  for (std::int64_t r = 0; r < w.rows(); ++r) {
+    out[r] = gptq_params_from_range(lo(r), hi(r), maxq, symmetric);
+    usable = usable && gptq_params_usable(out[r]);
+  }
+  return usable;
+}
+
+// In place, l (lower triangular, only its lower triangle is read or written) becomes l⁻¹.
+// Blocked recursion, n³/3 flops: for l = [A 0; B C], l⁻¹ = [A⁻¹ 0; −C⁻¹·B·A⁻¹ C⁻¹].
+inline void invert_lower_triangular(Eigen::Ref<Eigen::MatrixXf> l) {
+  const Eigen::Index n = l.rows();
+  if (n <= 48) {
+    Eigen::MatrixXf inv = Eigen::MatrixXf::Identity(n, n);
+    l.triangularView<Eigen::Lower>().solveInPlace(inv);
+    l.triangularView<Eigen::Lower>() = inv;
+    return;
+  }
+  const Eigen::Index h = n / 2;
+  invert_lower_triangular(l.topLeftCorner(h, h));
+  invert_lower_triangular(l.bottomRightCorner(n - h, n - h));
+  Eigen::MatrixXf t =
+      l.bottomLeftCorner(n - h, h) * l.topLeftCorner(h, h).triangularView<Eigen::Lower>();
+  t = -t;
+  l.bottomLeftCorner(n - h, h).noalias() =
+      l.bottomRightCorner(n - h, n - h).triangularView<Eigen::Lower>() * t;
+}
+
+// Everything fixed before the damping is chosen: dead columns, order, per-channel and static group
+// parameters, the permuted Hessian's mean diagonal.
+struct GptqSetup {
+  std::int64_t rows = 0, cols = 0, group_size = 0, groups = 0;
+  float maxq = 0.0f;
+  std::vector<std::int64_t> perm;      // processing position -> original column
+  std::vector<char> dead;              // per original column
+  std::vector<GptqQuantParams> fixed;  // (groups × rows): per-channel or static parameters
+  float mean_diag = 0.0f;
+};
+
+// Builds, for relative damping `percdamp`, the upper factor U (Uᵀ·U = (H + damp·I)⁻¹) of the
+// permuted Hessian into u (cols × cols, column-major; only its upper triangle is meaningful).
+inline bool gptq_inverse_factor(MatrixView<const float> h, const GptqSetup& s, float damp,
+                                Eigen::MatrixXf& u) {
+  const std::int64_t n = s.cols;
+  u.setZero(n, n);
+  // k = J·P·H·Pᵀ·J, lower triangle. k(a, b) with a >= b is the permuted H at (n−1−a, n−1−b), an
+  // upper-triangle entry; it is read from the mirror position, so that exactly the lower triangle
+  // of the permuted H is used, the entries the reference's Cholesky reads.
+  for (std::int64_t b = 0; b < n; ++b) {
+    const std::int64_t cb = s.perm[static_cast<std::size_t>(n - 1 - b)];
+    for (std::int64_t a = b; a < n; ++a) {
+      const std::int64_t ca = s.perm[static_cast<std::size_t>(n - 1 - a)];
+      u(a, b) = h(cb, ca);
+    }
+    if (s.dead[static_cast<std::size_t>(cb)]) u(b, b) = 1.0f;
+    u(b, b) += damp;
+  }
+  Eigen::LLT<Eigen::Ref<Eigen::MatrixXf>, Eigen::Lower> llt(u);
+  if (llt.info() != Eigen::Success) return false;
+  invert_lower_triangular(u);
+  u.reverseInPlace();  // J·M⁻¹·J: now upper triangular
+  for (std::int64_t j = 0; j < n; ++j) {
+    if (!(u(j, j) > 0.0f) || !std::isfinite(u(j, j))) return false;
+    for (std::int64_t i = 0; i < j; ++i)
+      if (!std::isfinite(u(i, j))) return false;
+  }
+  return true;
+}
+
+// Quantizes one column w (rows values) with the parameters p of each row: writes the levels and the
+// scaled errors (w − Q)/d, adds the column's loss. False if some w is not finite (a diverged
+// update).
+inline bool gptq_quantize_column(const float* w, const GptqQuantParams* p, float maxq, float d,
+                                 std::int64_t rows, float* level, float* err, double* loss) {
+  double sum = 0.0;
+  const float d2 = d * d;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    if (!std::isfinite(w[r])) return false;
+    const float q = gptq_level(w[r], p[r], maxq);
+    level[r] = q;
+    const float diff = w[r] - gptq_dequantize(q, p[r]);
+    sum += static_cast<double>((diff * diff) / d2);
+    err[r] = diff / d;
+  }
+  *loss += sum / 2.0;
+  return true;
+}
+
+// One attempt at a given damping. `levels` gets (rows × cols) column-major levels in processing
+// order, `params` the (groups × rows) parameters. False on a numerical failure.
+inline bool gptq_run(MatrixView<const float> w_in, const Eigen::MatrixXf& u, const GptqSetup& s,
+                     const GptqOptions& opt, bool lazy, Eigen::MatrixXf& levels,
+                     std::vector<GptqQuantParams>& params, double* loss) {
+  const std::int64_t rows = s.rows, n = s.cols;
+  const bool dynamic_groups = opt.group_size > 0 && !opt.static_groups;
+  // Working W in processing order, dead columns zeroed.
+  Eigen::MatrixXf w(rows, n);
+  for (std::int64_t j = 0; j < n; ++j) {
+    const std::int64_t c = s.perm[static_cast<std::size_t>(j)];
+    const bool dead = s.dead[static_cast<std::size_t>(c)] != 0;
+    for (std::int64_t r = 0; r < rows; ++r) w(r, j) = dead ? 0.0f : w_in(r, c);
+  }
+  params = s.fixed;
+  levels.resize(rows, n);
+  *loss = 0.0;
+
+  // The parameters of processing position j; dynamic ones are found on w's columns as they are now.
+  const auto params_for = [&](std::int64_t j) -> const GptqQuantParams* {
+    if (dynamic_groups) {
+      const std::int64_t g = j / s.group_size;
+      GptqQuantParams* p = &params[static_cast<std::size_t>(g * rows)];
+      if (j % s.group_size == 0 && !gptq_group_params(w, j, s.group_size, s.maxq, opt.symmetric, p))
+        return nullptr;
+      return p;
+    }
+    if (opt.group_size > 0) {  // static: the original column's group
+      const std::int64_t g = s.perm[static_cast<std::size_t>(j)] / s.group_size;
+      return &params[static_cast<std::size_t>(g * rows)];
+    }
+    return params.data();
+  };
+
+  if (!lazy) {
+    Eigen::VectorXf err(rows);
+    for (std::int64_t j = 0; j < n; ++j) {
+      const GptqQuantParams* p = params_for(j);
+      if (p == nullptr) return false;
+      if (!gptq_quantize_column(&w(0, j), p, s.maxq, u(j, j), rows, &levels(0, j), err.data(),
+                                loss))
+        return false;
+      const std::int64_t rest = n - j - 1;
+      if (rest > 0) w.rightCols(rest).noalias() -= err * u.row(j).tail(rest);
+    }
+    return std::isfinite(*loss);
+  }
+
+  const std::int64_t block = std::min(opt.block_size, n);
+  Eigen::MatrixXf w1(rows, block), err1(rows, block);
+  for (std::int64_t i1 = 0; i1 < n; i1 += block) {
+    const std::int64_t count = std::min(block, n - i1);
+    w1.leftCols(count) = w.middleCols(i1, count);
+    for (std::int64_t i = 0; i < count; ++i) {
+      const std::int64_t j = i1 + i;
+      const GptqQuantParams* p = params_for(j);  // reads w, not w1: stale inside the block
+      if (p == nullptr) return false;
+      if (!gptq_quantize_column(&w1(0, i), p, s.maxq, u(j, j), rows, &levels(0, j), &err1(0, i),
+                                loss))
+        return false;
+      for (std::int64_t k = i + 1; k < count; ++k) w1.col(k) -= u(j, i1 + k) * err1.col(i);
+    }
+    const std::int64_t rest = n - i1 - count;
+    if (rest > 0)
+      w.rightCols(rest).noalias() -= err1.leftCols(count) * u.block(i1, i1 + count, count, rest);
+  }
+  return std::isfinite(*loss);
+}
+
+inline Result<GptqResult> gptq_quantize_impl(MatrixView<const float> w, MatrixView<const float> h,
+                                             const GptqOptions& opt, bool lazy) {
+  LOWBIT_TRY(check_data(w));
+  LOWBIT_TRY(h.validate());
+  if (h.rows() != w.cols() || h.cols() != w.cols())
+    return Status(Errc::kShapeMismatch, "Hessian must be in x in for W of shape out x in");
+  LOWBIT_TRY(check_data(h));
+  LOWBIT_TRY(check_gptq_quantizer(opt.bits, opt.group_size, w.cols()));
+  if (opt.block_size < 1) return Status(Errc::kInvalidArgument, "block_size must be positive");
+  if (!(opt.percdamp >= 0.0f) || !std::isfinite(opt.percdamp))
+    return Status(Errc::kInvalidArgument, "percdamp must be a finite number >= 0");
+  if (opt.max_damping_retries < 0 || opt.max_damping_retries > 32)
+    return Status(Errc::kInvalidArgument, "max_damping_retries must be in 0..32");
+
+  GptqSetup s;
+  s.rows = w.rows();
+  s.cols = w.cols();
+  const std::int64_t rows = s.rows, n = s.cols;
+  s.group_size = opt.group_size > 0 ? opt.group_size : n;
+  s.groups = n / s.group_size;
+  s.maxq = static_cast<float>((1 << opt.bits) - 1);
+  s.dead.assign(static_cast<std::size_t>(n), 0);
+  double diag_sum = 0.0;
+  for (std::int64_t c = 0; c < n; ++c) {
+    const float d = h(c, c);
+    if (d < 0.0f)
+      return Status(Errc::kInvalidArgument, "Hessian has a negative diagonal entry", c * n + c);
+    s.dead[static_cast<std::size_t>(c)] = d == 0.0f;
+    diag_sum += d == 0.0f ? 1.0 : static_cast<double>(d);
+  }
+  s.mean_diag = static_cast<float>(diag_sum / static_cast<double>(n));
+
+  // Parameters that do not depend on the updates. The original W's groups must be quantizable at
+  // all: a range that is subnormal or overflows float32 is an input error, not a numerical one.
+  {
+    Eigen::MatrixXf w0(rows, n);
+    for (std::int64_t c = 0; c < n; ++c)
+      for (std::int64_t r = 0; r < rows; ++r) w0(r, c) = w(r, c);
+    s.fixed.resize(static_cast<std::size_t>(s.groups * rows));
+    const std::int64_t rtn_group = opt.group_size > 0 ? opt.group_size : n;
+    for (std::int64_t g = 0; g < n / rtn_group; ++g) {
+      std::vector<GptqQuantParams> probe(static_cast<std::size_t>(rows));
+      if (!gptq_group_params(w0, g * rtn_group, rtn_group, s.maxq, opt.symmetric, probe.data()))
+        return Status(Errc::kOutOfRange, "a group's range is subnormal or overflows float32");
+    }
+    if (opt.group_size < 0) {  // per channel: the full, unmodified W (dead columns included)
+      gptq_group_params(w0, 0, n, s.maxq, opt.symmetric, s.fixed.data());
+    } else if (opt.static_groups) {  // static: W with dead columns zeroed, original order
+      for (std::int64_t c = 0; c < n; ++c)
+        if (s.dead[static_cast<std::size_t>(c)]) w0.col(c).setZero();
+      for (std::int64_t g = 0; g < s.groups; ++g)
+        if (!gptq_group_params(w0, g * s.group_size, s.group_size, s.maxq, opt.symmetric,
+                               &s.fixed[static_cast<std::size_t>(g * rows)]))
+          return Status(Errc::kOutOfRange, "a group's range is subnormal or overflows float32");
+    }
+  }
+
+  s.perm.resize(static_cast<std::size_t>(n));
+  std::iota(s.perm.begin(), s.perm.end(), std::int64_t{0});
+  if (opt.act_order) {
+    const auto diag = [&](std::int64_t c) {
+      return s.dead[static_cast<std::size_t>(c)] ? 1.0f : h(c, c);
+    };
+    std::stable_sort(s.perm.begin(), s.perm.end(),
+                     [&](std::int64_t a, std::int64_t b) { return diag(a) > diag(b); });
+  }
+
+  Eigen::MatrixXf u, levels;
+  std::vector<GptqQuantParams> params;
+  double loss = 0.0;
+  float percdamp = opt.percdamp;
+  for (int attempt = 0;; ++attempt) {
+    const float damp = percdamp * s.mean_diag;
+    if (std::isfinite(damp) && gptq_inverse_factor(h, s, damp, u) &&
+        gptq_run(w, u, s, opt, lazy, levels, params, &loss)) {
+      GptqResult out;
+      out.rows = rows;
+      out.cols = n;
+      out.group_size = s.group_size;
+      out.groups = s.groups;
+      out.perm = s.perm;
+      out.loss = loss;
+      out.percdamp = percdamp;
+      out.damp = damp;
+      out.damping_retries = attempt;
+      out.codes.resize(static_cast<std::size_t>(rows * n));
+      out.dequantized.resize(static_cast<std::size_t>(rows * n));
+      out.g_idx.resize(static_cast<std::size_t>(n));
+      out.scales.resize(static_cast<std::size_t>(rows * s.groups));
+      out.zeros.resize(static_cast<std::size_t>(rows * s.groups));
+      for (std::int64_t j = 0; j < n; ++j) {
+        const std::int64_t c = s.perm[static_cast<std::size_t>(j)];
+        std::int64_t g = 0;
+        if (opt.group_size > 0) g = opt.static_groups ? c / s.group_size : j / s.group_size;
+        out.g_idx[static_cast<std::size_t>(c)] = g;
+        const GptqQuantParams* p = &params[static_cast<std::size_t>(g * rows)];
+        for (std::int64_t r = 0; r < rows; ++r) {
+          const auto k = static_cast<std::size_t>(r * n + c);
+          out.codes[k] = static_cast<std::uint8_t>(levels(r, j));
+          out.dequantized[k] = gptq_dequantize(levels(r, j), p[r]);
+        }
+      }
+      for (std::int64_t g = 0; g < s.groups; ++g) {
+        for (std::int64_t r = 0; r < rows; ++r) {
+          const GptqQuantParams p = params[static_cast<std::size_t>(g * rows + r)];
+          out.scales[static_cast<std::size_t>(r * s.groups + g)] = p.scale;
+          out.zeros[static_cast<std::size_t>(r * s.groups + g)] = static_cast<std::int32_t>(p.zero);
+        }
+      }
+      return out;
+    }
+    if (attempt >= opt.max_damping_retries)
+      return Status(Errc::kNumericalIssue,
+                    "GPTQ: Cholesky factorisation failed at every damping tried");
+    percdamp = percdamp > 0.0f ? percdamp * 10.0f : kGptqFirstRetryPercdamp;
+  }
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------------------------
+// Entry points.
+
+// GPTQ of W (out × in, any layout) against the symmetric Hessian H (in × in, any layout; of an
+// H that is not exactly symmetric, the lower triangle of the permuted H is used, as the reference's
+// Cholesky does). Errors: invalid or empty views (kInvalidArgument,
+// kEmpty), NaN/Inf in W or H (kNonFinite, flat index), H not in × in (kShapeMismatch), a negative
+// diagonal in H (kInvalidArgument), bits outside 1..8, group_size 0 or < −1, block_size < 1,
+// negative or non-finite percdamp, retries outside 0..32 (kInvalidArgument), group_size not
+// dividing in (kIndivisible), a group range of W that float32 cannot quantize (kOutOfRange), a
+// Hessian that no damping tried makes positive definite (kNumericalIssue).
+inline Result<GptqResult> gptq_quantize(MatrixView<const float> w, MatrixView<const float> h,
+                                        const GptqOptions& options) {
+  return detail::gptq_quantize_impl(w, h, options, /*lazy=*/true);
+}
+inline Result<GptqResult> gptq_quantize(MatrixView<const float> w, const Eigen::MatrixXf& h,
+                                        const GptqOptions& options) {
+  return gptq_quantize(w, col_major(h.data(), h.rows(), h.cols()), options);
+}
+
+// The same algorithm without lazy batching: after each column the rank-1 update goes to every
+// later column at once. Identical to gptq_quantize with block_size = 1 (options.block_size is
+// ignored); equal to gptq_quantize up to float summation order whenever the group boundaries fall
+// on block boundaries (per channel, static groups, or block_size dividing group_size).
+inline Result<GptqResult> gptq_quantize_unblocked(MatrixView<const float> w,
+                                                  MatrixView<const float> h,
+                                                  const GptqOptions& options) {
+  return detail::gptq_quantize_impl(w, h, options, /*lazy=*/false);
+}
+inline Result<GptqResult> gptq_quantize_unblocked(MatrixView<const float> w,
+                                                  const Eigen::MatrixXf& h,
+                                                  const GptqOptions& options) {
+  return gptq_quantize_unblocked(w, col_major(h.data(), h.rows(), h.cols()), options);
+}
+
+// Round-to-nearest with the reference quantizer: per (row, contiguous group of group_size columns)
+// parameters from W itself (group_size −1: one group per row). With group_size −1 this is
+// Quantizer.find_params(W, weight=True) followed by quantize(). Errors as gptq_quantize's for W,
+// bits and group_size.
+inline Result<RtnResult> rtn_quantize(MatrixView<const float> w, int bits, bool symmetric,
+                                      std::int64_t group_size) {
+  LOWBIT_TRY(detail::check_data(w));
+  LOWBIT_TRY(detail::check_gptq_quantizer(bits, group_size, w.cols()));
+  RtnResult out;
+  out.rows = w.rows();
+  out.cols = w.cols();
+  out.group_size = group_size > 0 ? group_size : w.cols();
+  out.groups = out.cols / out.group_size;
+  out.codes.resize(static_cast<std::size_t>(out.rows * out.cols));
+  out.dequantized.resize(out.codes.size());
+  out.scales.resize(static_cast<std::size_t>(out.rows * out.groups));
+  out.zeros.resize(out.scales.size());
+  const auto maxq = static_cast<float>((1 << bits) - 1);
+  for (std::int64_t r = 0; r < out.rows; ++r) {
+    for (std::int64_t g = 0; g < out.groups; ++g) {
+      const std::int64_t first = g * out.group_size;
+      float lo = w(r, first), hi = w(r, first);
+      for (std::int64_t c = first; c < first + out.group_size; ++c) {
+        lo = std::min(lo, w(r, c));
+        hi = std::max(hi, w(r, c));
+      }
+      const GptqQuantParams p = detail::gptq_params_from_range(lo, hi, maxq, symmetric);
+      if (!gptq_params_usable(p))
+        return Status(Errc::kOutOfRange, "a group's range is subnormal or overflows float32",
+                      r * out.cols + first);
+      const auto k = static_cast<std::size_t>(r * out.groups + g);
+      out.scales[k] = p.scale;
+      out.zeros[k] = static_cast<std::int32_t>(p.zero);
+      for (std::int64_t c = first; c < first + out.group_size; ++c) {
+        const float q = gptq_level(w(r, c), p, maxq);
+        const auto e = static_cast<std::size_t>(r * out.cols + c);
+        out.codes[e] = static_cast<std::uint8_t>(q);
+        out.dequantized[e] = gptq_dequantize(q, p);
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace lowbit
