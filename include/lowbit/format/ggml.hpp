@@ -6,4 +6,5 @@
 #include "lowbit/format/ggml/float16.hpp"
 #include "lowbit/format/ggml/iq4.hpp"
 #include "lowbit/format/ggml/k_quants.hpp"
+#include "lowbit/format/ggml/legacy.hpp"
 #include "lowbit/format/ggml/ternary.hpp"
