@@ -6,6 +6,9 @@ target_compile_options(lowbit_dev_flags INTERFACE
   $<$<CXX_COMPILER_ID:GNU,Clang,AppleClang>:-ffp-contract=off>)
 if(LOWBIT_SANITIZE)
   target_compile_options(lowbit_dev_flags INTERFACE
-    -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
+    -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+    # -O1, as the AddressSanitizer documentation advises: at -O0 Eigen's products run two orders
+    # of magnitude slower, and the oracle tests that search over GEMMs (AWQ) took minutes.
+    $<$<CONFIG:Debug>:-O1>)
   target_link_options(lowbit_dev_flags INTERFACE -fsanitize=address,undefined)
 endif()
