@@ -40,7 +40,16 @@
 #include <arm_neon.h>
 // NEON is architectural on AArch64; the dot-product extension (sdot/udot, ARMv8.2) is optional.
 #define LOWBIT_TARGET_NEON
+#if !defined(__clang__)
+#define LOWBIT_HAVE_ARM_DOTPROD_KERNELS 1
 #define LOWBIT_TARGET_NEON_DOTPROD __attribute__((target("arch=armv8.2-a+dotprod")))
+#elif defined(__ARM_FEATURE_DOTPROD)
+// Clang (14) rejects that target string, and its arm_neon.h declares vdotq_* only when the whole
+// translation unit targets dotprod: with Clang the dotprod kernels exist only in builds made
+// with -march=armv8.2-a+dotprod (or later), where they need no attribute.
+#define LOWBIT_HAVE_ARM_DOTPROD_KERNELS 1
+#define LOWBIT_TARGET_NEON_DOTPROD
+#endif
 #endif
 
 namespace lowbit {
