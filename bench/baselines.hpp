@@ -17,7 +17,17 @@
 #include <string>
 #include <vector>
 
+#include "lowbit/executor.hpp"
+
 namespace lowbit_bench {
+
+// The executors every benchmark runs on: the calling thread for 1, one shared pool of 2 threads
+// (created once, not per benchmark) for 2.
+inline lowbit::Executor& executor(int threads) {
+  static lowbit::SerialExecutor serial;
+  static lowbit::ThreadPool pool(2);
+  return threads == 1 ? static_cast<lowbit::Executor&>(serial) : pool;
+}
 
 // 512 MiB: at least 16x any current last-level cache, so every pass streams from DRAM.
 inline constexpr std::size_t kStreamBytes = std::size_t{512} << 20;

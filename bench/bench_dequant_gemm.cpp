@@ -24,10 +24,8 @@
 // After Google Benchmark's table two summaries follow: weight GB/s as a fraction of
 // BM_MemoryReadBandwidth (baselines.hpp, run first), and GFLOP/s as a multiple of Eigen fp32.
 //
-// Eigen: built as the rest of this file, so without -march it uses SSE2 only (its vectorisation
-// is fixed at compile time). Build with -mavx2 -mfma for an Eigen that uses the same instruction
-// set as lowbit's dispatched path (lowbit's own kernels are unaffected by those flags).
-#include <Eigen/Core>
+// Eigen: eigen_baseline.cpp, compiled with -march=native (Eigen fixes its SIMD width when it is
+// compiled); the lowbit kernels are compiled without -march and dispatched at run time.
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -44,6 +42,7 @@
 #include <vector>
 
 #include "baselines.hpp"
+#include "eigen_baseline.hpp"
 
 namespace {
 
@@ -155,11 +154,7 @@ ColdWeights* current_weights(const FormatEntry& f, std::int64_t rows, std::int64
   return w.get();
 }
 
-lowbit::Executor& executor(int threads) {
-  static lowbit::SerialExecutor serial;
-  static lowbit::ThreadPool pool(2);
-  return threads == 1 ? static_cast<lowbit::Executor&>(serial) : pool;
-}
+using lowbit_bench::executor;
 
 // Read bandwidth now, with `threads` threads (bytes per second): the best of 3 streaming sums
 // over 256 MiB, far beyond the LLC, split over the executor as the kernels split their rows.
@@ -230,10 +225,10 @@ void BM_DequantGemm(benchmark::State& state, const FormatEntry* f, std::int64_t 
 }
 
 // Eigen fp32 weights of the same shape (one copy: at 4 bytes per weight every shape here is at
-// least twice a 32 MiB LLC), rows split over the executor's threads as lowbit splits them.
+// least twice a 32 MiB LLC), rows split over the executor's threads as lowbit splits them
+// (eigen_baseline.hpp: Eigen compiled for this machine).
 void BM_EigenF32(benchmark::State& state, std::int64_t rows, std::int64_t cols, std::int64_t n,
                  int threads) {
-  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   static std::string key;
   static std::vector<float> weights;
   const std::string k = std::to_string(rows) + "x" + std::to_string(cols);
@@ -243,24 +238,15 @@ void BM_EigenF32(benchmark::State& state, std::int64_t rows, std::int64_t cols, 
   }
   const std::vector<float> x = gaussian(static_cast<std::size_t>(n * cols), 1.0f, 3);
   std::vector<float> y(static_cast<std::size_t>(n * rows));
-  const Eigen::Map<const RowMajor> xm(x.data(), n, cols);
   lowbit::Executor& ex = executor(threads);
   const double bandwidth = probe_bandwidth(threads);
-  const std::int64_t parts = threads;
   for (auto _ : state) {
-    ex.parallel_for(parts, [&](std::int64_t begin, std::int64_t end) {
-      for (std::int64_t part = begin; part < end; ++part) {
-        const std::int64_t r0 = rows * part / parts, r1 = rows * (part + 1) / parts;
-        const Eigen::Map<const RowMajor> wm(weights.data() + r0 * cols, r1 - r0, cols);
-        Eigen::Map<RowMajor, 0, Eigen::OuterStride<>> ym(y.data() + r0, n, r1 - r0,
-                                                         Eigen::OuterStride<>(rows));
-        ym.noalias() = xm * wm.transpose();
-      }
-    });
+    lowbit_bench::eigen_matmul_f32(weights.data(), rows, cols, x.data(), n, y.data(), ex, threads);
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
   set_counters(state, rows, cols, n, static_cast<std::size_t>(rows * cols) * 4, bandwidth);
+  state.SetLabel(lowbit_bench::eigen_simd_name());
 }
 
 struct Shape {
@@ -355,7 +341,7 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::AddCustomContext("lowbit_isa", lowbit::isa_name(lowbit::best_isa()));
-  benchmark::AddCustomContext("eigen_simd", Eigen::SimdInstructionSetsInUse());
+  benchmark::AddCustomContext("eigen_simd", lowbit_bench::eigen_simd_name());
 #if defined(__VERSION__)
   benchmark::AddCustomContext("compiler", __VERSION__);
 #endif

@@ -164,11 +164,7 @@ void stream_bytes(std::size_t bytes, lowbit::Executor& ex, int threads) {
   benchmark::DoNotOptimize(totals);
 }
 
-lowbit::Executor& executor(int threads) {
-  static lowbit::SerialExecutor serial;
-  static lowbit::ThreadPool pool(2);
-  return threads == 1 ? static_cast<lowbit::Executor&>(serial) : pool;
-}
+using lowbit_bench::executor;
 
 void set_counters(benchmark::State& state, std::int64_t out, std::int64_t in, std::int64_t n,
                   std::size_t weight_bytes) {
@@ -250,7 +246,7 @@ void BM_EigenF32(benchmark::State& state) {
   std::size_t i = 0;
   for (auto _ : state) {
     lowbit_bench::eigen_matmul_f32(weights[i++ % weights.size()].data(), out, in, x.data(), n,
-                                   y.data(), threads);
+                                   y.data(), executor(threads), threads);
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }

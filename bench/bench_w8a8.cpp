@@ -17,7 +17,6 @@
 //   bench_w8a8 [--benchmark_repetitions=3 --benchmark_report_aggregates_only=true]
 #include <lowbit/gemm_w8a8.hpp>
 
-#include <Eigen/Core>
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -29,6 +28,7 @@
 #include <vector>
 
 #include "baselines.hpp"
+#include "eigen_baseline.hpp"
 
 namespace {
 
@@ -47,11 +47,7 @@ std::vector<float> random_floats(std::int64_t n, std::uint32_t seed, float sigma
   return v;
 }
 
-lowbit::Executor& executor(int threads) {
-  static lowbit::SerialExecutor serial;
-  static lowbit::ThreadPool pool(2);
-  return threads == 1 ? static_cast<lowbit::Executor&>(serial) : pool;
-}
+using lowbit_bench::executor;
 
 void set_counters(benchmark::State& state, std::int64_t out, std::int64_t in, std::int64_t n,
                   std::size_t weight_bytes) {
@@ -80,7 +76,7 @@ void run_w8a8(benchmark::State& state, std::int64_t out, std::int64_t in, std::i
   std::size_t i = 0;
   for (auto _ : state) {
     const lowbit::Status s =
-        lowbit::gemm_w8a8(lowbit::row_major(x.data(), n, in), weights[i++ % weights.size()],
+        lowbit::gemm_w8a8(weights[i++ % weights.size()], lowbit::row_major(x.data(), n, in),
                           lowbit::row_major(y.data(), n, out), ex, &workspace);
     if (!s) state.SkipWithError(s.message());
     benchmark::DoNotOptimize(y.data());
@@ -95,34 +91,25 @@ void BM_W8A8(benchmark::State& state) {
   run_w8a8(state, state.range(0), state.range(1), state.range(2), static_cast<int>(state.range(3)));
 }
 
-// Y (N × out) = X (N × in) · Wᵀ in fp32 with Eigen, W row-major (out × in) as the W8A8 weights.
+// Y (N × out) = X (N × in) · Wᵀ in fp32 with Eigen (eigen_baseline.hpp: compiled for this
+// machine), W row-major (out × in) as the W8A8 weights.
 void BM_EigenF32(benchmark::State& state) {
-  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   const std::int64_t out = state.range(0), in = state.range(1), n = state.range(2);
   const int threads = static_cast<int>(state.range(3));
   const std::size_t bytes = static_cast<std::size_t>(out * in) * sizeof(float);
-  std::vector<RowMajor> weights;
-  {
-    const std::vector<float> w = random_floats(out * in, 1, 0.02f);
-    const Eigen::Map<const RowMajor> wm(w.data(), out, in);
-    for (int c = 0; c < copies_for(bytes, n); ++c) weights.emplace_back(wm);
-  }
-  const std::vector<float> xv = random_floats(n * in, 2, 1.0f);
-  const Eigen::Map<const RowMajor> x(xv.data(), n, in);
-  RowMajor y(n, out);
-  lowbit::Executor& ex = executor(threads);
-  const std::int64_t blocks = threads;  // one contiguous column block of Y per thread
+  std::vector<std::vector<float>> weights;
+  for (int c = 0; c < copies_for(bytes, n); ++c) weights.push_back(random_floats(out * in, 1, 0.02f));
+  const std::vector<float> x = random_floats(n * in, 2, 1.0f);
+  std::vector<float> y(static_cast<std::size_t>(n * out));
   std::size_t i = 0;
   for (auto _ : state) {
-    const RowMajor& w = weights[i++ % weights.size()];
-    ex.parallel_for(blocks, [&](std::int64_t b0, std::int64_t b1) {
-      const std::int64_t c0 = out * b0 / blocks, c1 = out * b1 / blocks;
-      y.middleCols(c0, c1 - c0).noalias() = x * w.middleRows(c0, c1 - c0).transpose();
-    });
+    lowbit_bench::eigen_matmul_f32(weights[i++ % weights.size()].data(), out, in, x.data(), n,
+                                   y.data(), executor(threads), threads);
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
   set_counters(state, out, in, n, bytes);
+  state.SetLabel(lowbit_bench::eigen_simd_name());
 }
 
 // Args: isa, tokens (4096 × 4096, 1 thread, the ISA forced).

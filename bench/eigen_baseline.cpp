@@ -4,7 +4,6 @@
 
 #include <Eigen/Core>
 #include <algorithm>
-#include <thread>
 #include <vector>
 
 namespace lowbit_bench {
@@ -28,20 +27,20 @@ void rows(const float* w, std::int64_t first, std::int64_t count, std::int64_t i
 }  // namespace
 
 void eigen_matmul_f32(const float* w, std::int64_t out, std::int64_t in, const float* x,
-                      std::int64_t tokens, float* y, int threads) {
-  if (threads <= 1) {
+                      std::int64_t tokens, float* y, lowbit::Executor& executor, int parts) {
+  if (parts <= 1) {
     rows(w, 0, out, in, x, tokens, out, y);
     return;
   }
-  std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t) {
-    // Slices of whole 16-row blocks, so every thread's GEMM keeps Eigen's register blocking.
-    const std::int64_t blocks = (out + 15) / 16;
-    const std::int64_t b0 = blocks * t / threads, b1 = blocks * (t + 1) / threads;
-    const std::int64_t first = b0 * 16, last = std::min(out, b1 * 16);
-    if (first < last) pool.emplace_back(rows, w, first, last - first, in, x, tokens, out, y);
-  }
-  for (std::thread& th : pool) th.join();
+  // Slices of whole 16-row blocks, so every slice keeps Eigen's register blocking.
+  const std::int64_t blocks = (out + 15) / 16;
+  executor.parallel_for(parts, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t t = begin; t < end; ++t) {
+      const std::int64_t b0 = blocks * t / parts, b1 = blocks * (t + 1) / parts;
+      const std::int64_t first = b0 * 16, last = std::min(out, b1 * 16);
+      if (first < last) rows(w, first, last - first, in, x, tokens, out, y);
+    }
+  });
 }
 
 const char* eigen_simd_name() { return Eigen::SimdInstructionSetsInUse(); }

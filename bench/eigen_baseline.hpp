@@ -9,14 +9,16 @@
 
 #include <cstdint>
 
+#include "lowbit/executor.hpp"
+
 namespace lowbit_bench {
 
 // y (tokens × out, row-major) = x (tokens × in, row-major) · wᵀ, w (out × in, row-major), fp32.
-// `threads` > 1 splits the output rows over that many std::threads (Eigen's own parallel GEMM
-// needs OpenMP, which the library does not use); the threads are created per call, a cost that
-// is negligible against the products timed (≥ 4096 × 4096).
+// The output rows are cut into `parts` slices of whole 16-row blocks (Eigen's own parallel GEMM
+// needs OpenMP, which the library does not use) run on `executor`, the pool the lowbit kernel of
+// the same benchmark runs on, so both sides pay the same scheduling cost.
 void eigen_matmul_f32(const float* w, std::int64_t out, std::int64_t in, const float* x,
-                      std::int64_t tokens, float* y, int threads);
+                      std::int64_t tokens, float* y, lowbit::Executor& executor, int parts);
 
 // Which SIMD Eigen was compiled for in eigen_baseline.cpp ("AVX512", "AVX2+FMA", ...).
 const char* eigen_simd_name();

@@ -54,6 +54,7 @@
 #include "lowbit/detail/json_subset.hpp"
 #include "lowbit/io/mapped_file.hpp"
 #include "lowbit/io/safetensors.hpp"
+#include "lowbit/kv_cache.hpp"
 #include "lowbit/numeric.hpp"
 #include "lowbit/status.hpp"
 
@@ -419,13 +420,28 @@ struct ForwardHooks {
 // ---------------------------------------------------------------------------------------------
 // KV cache and per-sequence state
 
-// Keys (after rotary embedding) and values of the positions processed so far, fp32,
+// Keys (after rotary embedding) and values of the positions processed so far, by default fp32,
 // [layer][kv_head][position][head_dim]: one head's keys are one [length, head_dim] matrix for the
-// score GEMM. A quantized variant (e.g. KIVI: keys per channel, values per token, recent
-// positions in fp32) keeps this interface: store() quantizes at append time, and keys()/values()
-// hand attention a [length, head_dim] fp32 view (dequantized into scratch).
+// score GEMM, and view() hands attention pointers into that storage.
+//
+// Made with a lowbit::KvQuantConfig (LlamaModel::new_state(capacity, config)), the cache is a
+// lowbit::QuantizedKvCache instead (KIVI: keys per channel over groups of G tokens, values per
+// token, the most recent R..R+G-1 positions in fp32; lowbit/kv_cache.hpp). store() appends to its
+// fp32 window without quantizing, so a forward pass attends to its own new tokens in fp32 as
+// KIVI's prefill does, and to older positions as stored (dequantized by view() into a scratch
+// [capacity, head_dim] pair, valid until the next view()); the model then commits the pass, which
+// quantizes the groups that left the window. A pass that fails before committing leaves only fp32
+// tokens past length(), and the next store() at that position drops them. keys() and values() are
+// null for a quantized cache; bytes() is the quantized store's (codes, fp16 scales and minima, fp32
+// window; the scratch, 2·capacity·head_dim floats, is not counted).
 class KvCache {
  public:
+  // [count, head_dim] row-major keys and values of positions 0 .. count-1 of one kv head.
+  struct HeadView {
+    const float* keys = nullptr;
+    const float* values = nullptr;
+  };
+
   KvCache() = default;
   // Sizes are checked by LlamaModel::new_state().
   KvCache(std::int64_t layers, std::int64_t kv_heads, std::int64_t head_dim, std::int64_t capacity)
@@ -435,6 +451,14 @@ class KvCache {
         capacity_(capacity),
         k_(static_cast<std::size_t>(layers * kv_heads * capacity * head_dim)),
         v_(k_.size()) {}
+  explicit KvCache(lowbit::QuantizedKvCache quantized)
+      : layers_(quantized.layers()),
+        kv_heads_(quantized.kv_heads()),
+        head_dim_(quantized.head_dim()),
+        capacity_(quantized.capacity()),
+        k_(static_cast<std::size_t>(capacity_ * head_dim_)),  // dequantization scratch
+        v_(k_.size()),
+        quantized_(std::move(quantized)) {}
 
   std::int64_t layers() const noexcept { return layers_; }
   std::int64_t kv_heads() const noexcept { return kv_heads_; }
@@ -442,29 +466,69 @@ class KvCache {
   std::int64_t capacity() const noexcept { return capacity_; }
   // Positions filled; the next token goes to position length().
   std::int64_t length() const noexcept { return length_; }
-  std::size_t bytes() const noexcept { return (k_.size() + v_.size()) * sizeof(float); }
-  void clear() noexcept { length_ = 0; }
+  bool quantized() const noexcept { return quantized_.has_value(); }
+  // The quantized store, or null for an fp32 cache.
+  const lowbit::QuantizedKvCache* quantized_store() const noexcept {
+    return quantized_ ? &*quantized_ : nullptr;
+  }
+  std::size_t bytes() const noexcept {
+    return quantized_ ? quantized_->bytes() : (k_.size() + v_.size()) * sizeof(float);
+  }
+  void clear() noexcept {
+    length_ = 0;
+    if (quantized_) quantized_->clear();
+  }
 
-  void store(std::int64_t layer, std::int64_t head, std::int64_t pos, const float* key,
-             const float* value) noexcept {
+  // Stores one position's key and value (head_dim floats each). A quantized cache appends them
+  // to its fp32 window after dropping anything at >= pos (left by a failed pass); its errors
+  // (kNonFinite under KvNonFinite::kReject, kOutOfRange for |x| > 65504) are returned.
+  Status store(std::int64_t layer, std::int64_t head, std::int64_t pos, const float* key,
+               const float* value) {
+    if (quantized_) {
+      Result<lowbit::KvStreamInfo> info = quantized_->info(layer, head);
+      if (!info) return info.status();
+      if (info->length > pos) LOWBIT_TRY(quantized_->truncate(layer, head, pos));
+      return quantized_->append(layer, head, lowbit::row_major(key, 1, head_dim_),
+                                lowbit::row_major(value, 1, head_dim_), lowbit::KvFlush::kDefer);
+    }
     const std::size_t i = index(layer, head, pos), n = static_cast<std::size_t>(head_dim_);
     std::memcpy(k_.data() + i, key, n * sizeof(float));
     std::memcpy(v_.data() + i, value, n * sizeof(float));
+    return {};
   }
+  // fp32 storage of one head (null for a quantized cache: use view()).
   const float* keys(std::int64_t layer, std::int64_t head) const noexcept {
-    return k_.data() + index(layer, head, 0);
+    return quantized_ ? nullptr : k_.data() + index(layer, head, 0);
   }
   const float* values(std::int64_t layer, std::int64_t head) const noexcept {
-    return v_.data() + index(layer, head, 0);
+    return quantized_ ? nullptr : v_.data() + index(layer, head, 0);
+  }
+  // Positions 0 .. count-1 of (layer, head) in fp32: the storage itself, or dequantized into the
+  // scratch (overwritten by the next view()).
+  Result<HeadView> view(std::int64_t layer, std::int64_t head, std::int64_t count) {
+    if (!quantized_) return HeadView{keys(layer, head), values(layer, head)};
+    if (count < 0 || count > capacity_)
+      return Status(Errc::kOutOfRange, "kv cache: view past the capacity", count);
+    LOWBIT_TRY(quantized_->dequantize(layer, head, count,
+                                      lowbit::row_major(k_.data(), count, head_dim_),
+                                      lowbit::row_major(v_.data(), count, head_dim_)));
+    return HeadView{k_.data(), v_.data()};
   }
 
  private:
-  friend class LlamaModel;  // advances length_ once a forward pass has succeeded
+  friend class LlamaModel;  // commits a forward pass once it has succeeded
+  // The pass's `count` positions become part of the sequence; a quantized cache quantizes the
+  // groups that left its window.
+  Status commit(std::int64_t count) {
+    length_ += count;
+    return quantized_ ? quantized_->flush_all() : Status();
+  }
   std::size_t index(std::int64_t layer, std::int64_t head, std::int64_t pos) const noexcept {
     return static_cast<std::size_t>(((layer * kv_heads_ + head) * capacity_ + pos) * head_dim_);
   }
   std::int64_t layers_ = 0, kv_heads_ = 0, head_dim_ = 0, capacity_ = 0, length_ = 0;
-  std::vector<float> k_, v_;
+  std::vector<float> k_, v_;  // fp32: the cache; quantized: the view() scratch, [capacity, hd]
+  std::optional<lowbit::QuantizedKvCache> quantized_;
 };
 
 // One sequence: its KV cache, the rotary tables for its capacity and the forward pass's scratch.
@@ -563,45 +627,11 @@ class LlamaModel {
   // embeddings extrapolate, though the model was not trained there). kOutOfRange past 2^20
   // positions or 2^32 floats of memory.
   Result<LlamaState> new_state(std::int64_t capacity) const {
-    const LlamaConfig& c = config();
-    if (capacity < 1 || capacity > kMaxDim)
-      return Status(Errc::kOutOfRange, "new_state: capacity outside [1, 2^20]", capacity);
-    const std::int64_t q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
-    const double floats =
-        static_cast<double>(capacity) *
-        (3.0 * static_cast<double>(c.hidden_size) + 2.0 * static_cast<double>(q + kv) +
-         2.0 * static_cast<double>(c.intermediate_size) + static_cast<double>(capacity) +
-         static_cast<double>(c.head_dim) + 2.0 * static_cast<double>(c.num_layers * kv));
-    if (floats > 4294967296.0)
-      return Status(Errc::kOutOfRange, "new_state: more than 2^32 floats", capacity);
-    LlamaState s;
-    s.cache_ = KvCache(c.num_layers, c.num_kv_heads, c.head_dim, capacity);
-    const auto rows = [&](std::int64_t width) {
-      return static_cast<std::size_t>(capacity * width);
-    };
-    const std::int64_t d = c.hidden_size, f = c.intermediate_size;
-    std::vector<float>* const buffers[] = {&s.h_, &s.u_, &s.out_,  &s.q_,  &s.attn_,
-                                           &s.k_, &s.v_, &s.gate_, &s.up_, &s.scores_};
-    const std::int64_t widths[] = {d, d, d, q, q, kv, kv, f, f, capacity};
-    for (int i = 0; i < 10; ++i) buffers[i]->resize(rows(widths[i]));
-    // Rotary angles as transformers computes them in float32: inv_freq_i = 1 / theta^(2i/d),
-    // angle = float(p) * inv_freq_i rounded to float, then cos/sin of that float angle.
-    const std::int64_t half = c.head_dim / 2;
-    s.cos_.resize(rows(half));
-    s.sin_.resize(rows(half));
-    for (std::int64_t i = 0; i < half; ++i) {
-      const float exponent = static_cast<float>(2 * i) / static_cast<float>(c.head_dim);
-      const float inv_freq =
-          1.0f / static_cast<float>(std::pow(c.rope_theta, static_cast<double>(exponent)));
-      for (std::int64_t p = 0; p < capacity; ++p) {
-        const float angle = static_cast<float>(p) * inv_freq;
-        s.cos_[static_cast<std::size_t>(p * half + i)] =
-            static_cast<float>(std::cos(static_cast<double>(angle)));
-        s.sin_[static_cast<std::size_t>(p * half + i)] =
-            static_cast<float>(std::sin(static_cast<double>(angle)));
-      }
-    }
-    return s;
+    return make_state(capacity, nullptr);
+  }
+  // The same with a quantized KV cache (KvCache; lowbit/kv_cache.hpp); the config's errors too.
+  Result<LlamaState> new_state(std::int64_t capacity, const lowbit::KvQuantConfig& kv) const {
+    return make_state(capacity, &kv);
   }
 
   // Appends tokens[0 .. count) at positions state.position() onward and writes their logits,
@@ -645,9 +675,10 @@ class LlamaModel {
       rope(s.k_.data(), T, c.num_kv_heads, s);
       for (std::int64_t t = 0; t < T; ++t)
         for (std::int64_t g = 0; g < c.num_kv_heads; ++g)
-          s.cache_.store(l, g, cache.length() + t, s.k_.data() + t * kv_width + g * c.head_dim,
-                         s.v_.data() + t * kv_width + g * c.head_dim);
-      attention(l, T, s);
+          LOWBIT_TRY(s.cache_.store(l, g, cache.length() + t,
+                                    s.k_.data() + t * kv_width + g * c.head_dim,
+                                    s.v_.data() + t * kv_width + g * c.head_dim));
+      LOWBIT_TRY(attention(l, T, s));
       LOWBIT_TRY(run(kO, s.attn_.data(), q_width, s.out_.data()));
       add(h, s.out_.data(), T * D);
 
@@ -663,8 +694,7 @@ class LlamaModel {
     }
     rms_norm(h, T, weights_.norm, u);
     LOWBIT_TRY(lm_head_->forward(u, T, logits));
-    s.cache_.length_ += T;
-    return {};
+    return s.cache_.commit(T);
   }
 
   // One token at position state.position(): forward() with count 1.
@@ -674,6 +704,57 @@ class LlamaModel {
 
  private:
   LlamaModel() = default;
+
+  // new_state(): an fp32 cache when kv_config is null, else a quantized one.
+  Result<LlamaState> make_state(std::int64_t capacity,
+                                const lowbit::KvQuantConfig* kv_config) const {
+    const LlamaConfig& c = config();
+    if (capacity < 1 || capacity > kMaxDim)
+      return Status(Errc::kOutOfRange, "new_state: capacity outside [1, 2^20]", capacity);
+    const std::int64_t q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
+    const double floats =
+        static_cast<double>(capacity) *
+        (3.0 * static_cast<double>(c.hidden_size) + 2.0 * static_cast<double>(q + kv) +
+         2.0 * static_cast<double>(c.intermediate_size) + static_cast<double>(capacity) +
+         static_cast<double>(c.head_dim) + 2.0 * static_cast<double>(c.num_layers * kv));
+    if (floats > 4294967296.0)
+      return Status(Errc::kOutOfRange, "new_state: more than 2^32 floats", capacity);
+    LlamaState s;
+    if (kv_config != nullptr) {
+      Result<lowbit::QuantizedKvCache> store = lowbit::QuantizedKvCache::create(
+          c.num_layers, c.num_kv_heads, c.head_dim, capacity, *kv_config);
+      if (!store) return store.status();
+      s.cache_ = KvCache(std::move(*store));
+    } else {
+      s.cache_ = KvCache(c.num_layers, c.num_kv_heads, c.head_dim, capacity);
+    }
+    const auto rows = [&](std::int64_t width) {
+      return static_cast<std::size_t>(capacity * width);
+    };
+    const std::int64_t d = c.hidden_size, f = c.intermediate_size;
+    std::vector<float>* const buffers[] = {&s.h_, &s.u_, &s.out_,  &s.q_,  &s.attn_,
+                                           &s.k_, &s.v_, &s.gate_, &s.up_, &s.scores_};
+    const std::int64_t widths[] = {d, d, d, q, q, kv, kv, f, f, capacity};
+    for (int i = 0; i < 10; ++i) buffers[i]->resize(rows(widths[i]));
+    // Rotary angles as transformers computes them in float32: inv_freq_i = 1 / theta^(2i/d),
+    // angle = float(p) * inv_freq_i rounded to float, then cos/sin of that float angle.
+    const std::int64_t half = c.head_dim / 2;
+    s.cos_.resize(rows(half));
+    s.sin_.resize(rows(half));
+    for (std::int64_t i = 0; i < half; ++i) {
+      const float exponent = static_cast<float>(2 * i) / static_cast<float>(c.head_dim);
+      const float inv_freq =
+          1.0f / static_cast<float>(std::pow(c.rope_theta, static_cast<double>(exponent)));
+      for (std::int64_t p = 0; p < capacity; ++p) {
+        const float angle = static_cast<float>(p) * inv_freq;
+        s.cos_[static_cast<std::size_t>(p * half + i)] =
+            static_cast<float>(std::cos(static_cast<double>(angle)));
+        s.sin_[static_cast<std::size_t>(p * half + i)] =
+            static_cast<float>(std::sin(static_cast<double>(angle)));
+      }
+    }
+    return s;
+  }
 
   bool made_for_me(const LlamaState& s) const {
     const LlamaConfig& c = config();
@@ -731,20 +812,25 @@ class LlamaModel {
   // over the cached positions: per head and per block of query rows, S = Q·Kᵀ over the keys the
   // block can see (one GEMM; blocks skip most of the masked upper triangle), a masked softmax per
   // row, then A = S·V (a second GEMM).
-  void attention(std::int64_t layer, std::int64_t T, LlamaState& s) const {
+  Status attention(std::int64_t layer, std::int64_t T, LlamaState& s) const {
     const LlamaConfig& c = config();
     const std::int64_t hd = c.head_dim, width = c.num_heads * hd, p0 = s.cache_.length();
     const std::int64_t group = c.num_heads / c.num_kv_heads;
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     constexpr std::int64_t kBlock = 64;
+    KvCache::HeadView cached;  // keys and values of kv head `head / group`, positions 0 .. p0+T-1
     for (std::int64_t head = 0; head < c.num_heads; ++head) {
       const std::int64_t kv = head / group;
+      if (head % group == 0) {  // a quantized cache dequantizes once per kv head
+        Result<KvCache::HeadView> view = s.cache_.view(layer, kv, p0 + T);
+        if (!view) return view.status();
+        cached = *view;
+      }
       for (std::int64_t i0 = 0; i0 < T; i0 += kBlock) {
         const std::int64_t rows = std::min(kBlock, T - i0), P = p0 + i0 + rows;
         detail::ConstStrided q(s.q_.data() + i0 * width + head * hd, rows, hd,
                                Eigen::OuterStride<>(width));
-        detail::ConstMap keys(s.cache_.keys(layer, kv), P, hd),
-            values(s.cache_.values(layer, kv), P, hd);
+        detail::ConstMap keys(cached.keys, P, hd), values(cached.values, P, hd);
         detail::MutMap scores(s.scores_.data(), rows, P);
         scores.noalias() = q * keys.transpose();
         for (std::int64_t i = 0; i < rows; ++i) {
@@ -759,6 +845,7 @@ class LlamaModel {
         out.noalias() = scores * values;
       }
     }
+    return {};
   }
 
   LlamaWeights weights_;

@@ -5,7 +5,7 @@
 // number of times and a cluster is all-or-nothing:
 //   kScalar      portable C++, always available (the reference path)
 //   kSse41       SSE4.1
-//   kAvx2        AVX2 + FMA + F16C (Haswell, Zen 1 and later)
+//   kAvx2        AVX2 + FMA + F16C + BMI2 (Haswell, Zen 1 and later)
 //   kAvxVnni     kAvx2 + AVX-VNNI (Alder Lake, Zen 5): VNNI on 256-bit registers
 //   kAvx512      AVX-512 F/BW/DQ/VL (Skylake-SP, Zen 4)
 //   kAvx512Vnni  kAvx512 + AVX-512 VNNI (Cascade Lake, Ice Lake, Zen 4/5)
@@ -65,11 +65,13 @@ inline bool isa_supported(Isa isa) noexcept {
   switch (isa) {
     case Isa::kScalar: return true;
     case Isa::kSse41: return f.sse41;
-    case Isa::kAvx2: return f.avx2 && f.fma && f.f16c;
-    case Isa::kAvxVnni: return f.avx2 && f.fma && f.f16c && f.avx_vnni;
-    case Isa::kAvx512: return f.avx512f && f.avx512bw && f.avx512dq && f.avx512vl;
-    case Isa::kAvx512Vnni:
-      return f.avx512f && f.avx512bw && f.avx512dq && f.avx512vl && f.avx512vnni;
+    // Every feature a path's target attribute enables (detail/dispatch.hpp) is checked, even
+    // those no real CPU of the cluster lacks: a virtual machine may hide any of them.
+    case Isa::kAvx2: return f.avx2 && f.fma && f.f16c && f.bmi2;
+    case Isa::kAvxVnni: return isa_supported(Isa::kAvx2) && f.avx_vnni;
+    case Isa::kAvx512:
+      return isa_supported(Isa::kAvx2) && f.avx512f && f.avx512bw && f.avx512dq && f.avx512vl;
+    case Isa::kAvx512Vnni: return isa_supported(Isa::kAvx512) && f.avx512vnni;
     case Isa::kNeon: return f.neon;
     case Isa::kNeonDotprod: return f.neon && f.dotprod;
   }

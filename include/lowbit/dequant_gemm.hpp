@@ -34,7 +34,7 @@
 //   F32, other packed      (widths 1, 5, 6, 7 bits, groups not a multiple of 32, per column)
 //
 // Paths (lowbit/cpu.hpp, chosen once per call from CPUID + XGETBV, forced with LOWBIT_ISA or
-// force_isa_for_testing): scalar (reference), AVX2+FMA+F16C, AVX-512 F/BW/VL, NEON. The AVX-VNNI
+// force_isa_for_testing): scalar (reference), AVX2+FMA+F16C, AVX-512 F/BW/DQ/VL, NEON. The AVX-VNNI
 // and AVX-512 VNNI clusters run the AVX2 and AVX-512 kernels (nothing here is an integer dot).
 // SSE4.1-only CPUs run the scalar path.
 //
@@ -72,6 +72,7 @@
 
 #include "lowbit/cpu.hpp"
 #include "lowbit/detail/dispatch.hpp"
+#include "lowbit/detail/validate.hpp"
 #include "lowbit/detail/kernels/dequant_gemm/problem.hpp"
 #include "lowbit/detail/kernels/dequant_gemm/reference.hpp"
 #include "lowbit/executor.hpp"
@@ -346,18 +347,6 @@ inline const KernelTable<DequantGemmFn>& kernel_table() noexcept {
   return table;
 }
 
-// [begin, end) of the bytes a view spans, for overlap checks (views were validated).
-template <class T>
-inline void byte_span(const MatrixView<T>& v, std::uintptr_t* begin, std::uintptr_t* end) noexcept {
-  *begin = reinterpret_cast<std::uintptr_t>(v.data());
-  const std::int64_t last = (v.rows() - 1) * v.row_stride() + (v.cols() - 1) * v.col_stride();
-  *end = *begin + sizeof(T) * static_cast<std::uintptr_t>(last + 1);
-}
-inline bool overlaps(std::uintptr_t b0, std::uintptr_t e0, std::uintptr_t b1,
-                     std::uintptr_t e1) noexcept {
-  return b0 < e1 && b1 < e0;
-}
-
 }  // namespace dequant
 }  // namespace detail
 
@@ -376,28 +365,16 @@ inline Status dequant_gemm(const WeightsView& w, MatrixView<const float> x, Matr
   if (x.rows() == 0) return {};
   if (x.col_stride() != 1 || (y.col_stride() != 1 && y.cols() > 1))
     return {Errc::kUnsupported, "dequant_gemm: x and y need a column stride of 1"};
-  if (y.rows() > 1 && y.row_stride() < y.cols())
-    return {Errc::kInvalidArgument, "dequant_gemm: rows of y overlap each other"};
+  LOWBIT_TRY(detail::check_distinct_elements(y, "dequant_gemm: rows of y overlap each other"));
   const MatrixView<const float>& bias = options.bias;
-  if (!bias.empty() || bias.rows() != 0 || bias.cols() != 0) {
-    LOWBIT_TRY(bias.validate());
-    if (bias.rows() != 1 || bias.cols() != w.rows())
-      return {Errc::kShapeMismatch, "dequant_gemm: bias must be 1 x out_features"};
-  }
-  std::uintptr_t yb, ye, b, e;
-  detail::dequant::byte_span(y, &yb, &ye);
-  detail::dequant::byte_span(x, &b, &e);
-  if (detail::dequant::overlaps(yb, ye, b, e))
-    return {Errc::kInvalidArgument, "dequant_gemm: y overlaps x"};
+  LOWBIT_TRY(detail::check_bias(bias, w.rows(), "dequant_gemm: bias must be 1 x out_features"));
+  if (detail::overlaps(y, x)) return {Errc::kInvalidArgument, "dequant_gemm: y overlaps x"};
   const detail::dequant::Weights& lw = w.layout();
-  b = reinterpret_cast<std::uintptr_t>(lw.data);
-  if (detail::dequant::overlaps(yb, ye, b, b + lw.bytes))
+  const auto weights = reinterpret_cast<std::uintptr_t>(lw.data);
+  if (detail::overlaps(y, weights, weights + lw.bytes))
     return {Errc::kInvalidArgument, "dequant_gemm: y overlaps the weights"};
-  if (!bias.empty()) {
-    detail::dequant::byte_span(bias, &b, &e);
-    if (detail::dequant::overlaps(yb, ye, b, e))
-      return {Errc::kInvalidArgument, "dequant_gemm: y overlaps the bias"};
-  }
+  if (!bias.empty() && detail::overlaps(y, bias))
+    return {Errc::kInvalidArgument, "dequant_gemm: y overlaps the bias"};
 
   detail::dequant::Problem p;
   p.x = x.data();

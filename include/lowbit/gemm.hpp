@@ -75,6 +75,7 @@
 #include "lowbit/detail/kernels/quantize_activations/avx2.hpp"
 #include "lowbit/detail/kernels/quantize_activations/neon.hpp"
 #include "lowbit/detail/kernels/quantize_activations/reference.hpp"
+#include "lowbit/detail/validate.hpp"
 #include "lowbit/executor.hpp"
 #include "lowbit/format/interleaved.hpp"
 #include "lowbit/status.hpp"
@@ -186,18 +187,6 @@ inline Kernel* select_kernel(int format, Isa isa) noexcept {
   }
 }
 
-// [begin, end) of the bytes a validated, non-empty view spans.
-template <class T>
-void byte_span(const MatrixView<T>& v, std::uintptr_t* begin, std::uintptr_t* end) noexcept {
-  *begin = reinterpret_cast<std::uintptr_t>(v.data());
-  const std::int64_t last = (v.rows() - 1) * v.row_stride() + (v.cols() - 1) * v.col_stride();
-  *end = *begin + sizeof(T) * static_cast<std::uintptr_t>(last + 1);
-}
-inline bool overlaps(std::uintptr_t b0, std::uintptr_t e0, std::uintptr_t b1,
-                     std::uintptr_t e1) noexcept {
-  return b0 < e1 && b1 < e0;
-}
-
 }  // namespace int8_gemm
 }  // namespace detail
 
@@ -215,31 +204,17 @@ inline Status gemm(const InterleavedWeights& w, MatrixView<const float> x, Matri
   if (y.cols() != w.rows())
     return {Errc::kShapeMismatch, "gemm: y.cols() must equal the weights' out_features"};
   const MatrixView<const float>& bias = options.bias;
-  const bool has_bias = !(bias.data() == nullptr && bias.rows() == 0 && bias.cols() == 0);
-  if (has_bias) {
-    LOWBIT_TRY(bias.validate());
-    if (bias.rows() != 1 || bias.cols() != w.rows())
-      return {Errc::kShapeMismatch, "gemm: bias must be 1 × out_features"};
-  }
+  const bool has_bias = detail::has_bias(bias);
+  LOWBIT_TRY(detail::check_bias(bias, w.rows(), "gemm: bias must be 1 × out_features"));
   if (x.rows() == 0) return {};
-  // Y is written while X, the bias and the weights are read, and rows of Y must be distinct.
-  if (y.rows() > 1 && y.col_stride() == 1 && y.row_stride() < y.cols())
-    return {Errc::kInvalidArgument, "gemm: rows of y overlap each other"};
-  if (y.cols() > 1 && y.row_stride() == 1 && y.col_stride() < y.rows())
-    return {Errc::kInvalidArgument, "gemm: columns of y overlap each other"};
-  if ((y.rows() > 1 && y.row_stride() == 0) || (y.cols() > 1 && y.col_stride() == 0))
-    return {Errc::kInvalidArgument, "gemm: y has a zero stride"};
-  std::uintptr_t yb, ye, b, e;
-  ig::byte_span(y, &yb, &ye);
-  ig::byte_span(x, &b, &e);
-  if (ig::overlaps(yb, ye, b, e)) return {Errc::kInvalidArgument, "gemm: y overlaps x"};
-  b = reinterpret_cast<std::uintptr_t>(w.codes());
-  if (ig::overlaps(yb, ye, b, b + w.span_bytes()))
+  // Y is written while X, the bias and the weights are read, and its elements must be distinct.
+  LOWBIT_TRY(detail::check_distinct_elements(y, "gemm: elements of y overlap each other"));
+  if (detail::overlaps(y, x)) return {Errc::kInvalidArgument, "gemm: y overlaps x"};
+  const auto codes = reinterpret_cast<std::uintptr_t>(w.codes());
+  if (detail::overlaps(y, codes, codes + w.span_bytes()))
     return {Errc::kInvalidArgument, "gemm: y overlaps the weights"};
-  if (has_bias) {
-    ig::byte_span(bias, &b, &e);
-    if (ig::overlaps(yb, ye, b, e)) return {Errc::kInvalidArgument, "gemm: y overlaps the bias"};
-  }
+  if (has_bias && detail::overlaps(y, bias))
+    return {Errc::kInvalidArgument, "gemm: y overlaps the bias"};
   const int format = ig::format_index(w);
   if (format < 0) return {Errc::kUnsupported, "gemm: unknown interleaved weight format"};
 

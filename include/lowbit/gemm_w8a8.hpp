@@ -48,7 +48,7 @@
 //   lowbit::Result<lowbit::W8A8Weights> w = lowbit::W8A8Weights::quantize(weight, bias);
 //   if (!w) return w.status();
 //   lowbit::ThreadPool pool(2);
-//   LOWBIT_TRY(lowbit::gemm_w8a8(x, *w, y, pool));   // x: tokens × in fp32, y: tokens × out
+//   LOWBIT_TRY(lowbit::gemm_w8a8(*w, x, y, pool));   // x: tokens × in fp32, y: tokens × out
 #pragma once
 
 #include <cmath>
@@ -241,11 +241,14 @@ class Access {
                     Executor& executor, W8A8Workspace* workspace, const Pack& pack) {
     LOWBIT_TRY(y.validate());
     if (w.out_ == 0) return {Errc::kInvalidArgument, "weights were never prepared"};
-    if (tokens == 0) return {Errc::kEmpty, "activations have no tokens"};
     if (in != w.in_features())
       return {Errc::kShapeMismatch, "activation width differs from the weights' in_features"};
     if (y.rows() != tokens || y.cols() != w.out_features())
       return {Errc::kShapeMismatch, "y must be tokens x out_features"};
+    if (tokens == 0) return {};  // an empty batch, as in dequant_gemm and gemm
+    // y may alias x (the activations are quantized into the workspace first), but its own
+    // elements must be distinct.
+    LOWBIT_TRY(check_distinct_elements(y, "gemm_w8a8: elements of y overlap each other"));
     const std::int64_t kp = w.groups_ * kGroupK;
     if (tokens > std::numeric_limits<std::int64_t>::max() / kp)
       return {Errc::kOverflow, "activation workspace size overflows int64"};
@@ -273,10 +276,10 @@ class Access {
 
 // Y = X · Wᵀ (+ bias) with X (tokens × in) fp32, quantized per token on the fly. X may have any
 // strides (column-contiguous rows take the SIMD quantizer) and y may alias x. Errors: invalid
-// views (kInvalidArgument, kOverflow), no tokens (kEmpty), x.cols() != in_features or y not
+// views (kInvalidArgument, kOverflow), x.cols() != in_features or y not
 // tokens × out_features (kShapeMismatch); nothing is written on error. NaN/Inf in a token make
 // that token's outputs NaN (see the header comment).
-inline Status gemm_w8a8(MatrixView<const float> x, const W8A8Weights& w, MatrixView<float> y,
+inline Status gemm_w8a8(const W8A8Weights& w, MatrixView<const float> x, MatrixView<float> y,
                         Executor& executor, W8A8Workspace* workspace = nullptr) {
   LOWBIT_TRY(x.validate());
   return detail::w8a8::Access::run(
@@ -298,8 +301,8 @@ inline Status gemm_w8a8(MatrixView<const float> x, const W8A8Weights& w, MatrixV
 // view: static quantization). Errors: those of the fp32 overload; a scales vector of another
 // length (kShapeMismatch); a code of -128 (kOutOfRange, flat index), which the integer kernels
 // cannot take exactly (the quantizer above never produces it).
-inline Status gemm_w8a8(MatrixView<const std::int8_t> x_codes, MatrixView<const float> x_scales,
-                        const W8A8Weights& w, MatrixView<float> y, Executor& executor,
+inline Status gemm_w8a8(const W8A8Weights& w, MatrixView<const std::int8_t> x_codes,
+                        MatrixView<const float> x_scales, MatrixView<float> y, Executor& executor,
                         W8A8Workspace* workspace = nullptr) {
   LOWBIT_TRY(x_codes.validate());
   LOWBIT_TRY(x_scales.validate());
@@ -330,14 +333,14 @@ inline Status gemm_w8a8(MatrixView<const std::int8_t> x_codes, MatrixView<const 
 }
 
 // Serial overloads: the calling thread does everything.
-inline Status gemm_w8a8(MatrixView<const float> x, const W8A8Weights& w, MatrixView<float> y) {
+inline Status gemm_w8a8(const W8A8Weights& w, MatrixView<const float> x, MatrixView<float> y) {
   SerialExecutor serial;
-  return gemm_w8a8(x, w, y, serial);
+  return gemm_w8a8(w, x, y, serial);
 }
-inline Status gemm_w8a8(MatrixView<const std::int8_t> x_codes, MatrixView<const float> x_scales,
-                        const W8A8Weights& w, MatrixView<float> y) {
+inline Status gemm_w8a8(const W8A8Weights& w, MatrixView<const std::int8_t> x_codes,
+                        MatrixView<const float> x_scales, MatrixView<float> y) {
   SerialExecutor serial;
-  return gemm_w8a8(x_codes, x_scales, w, y, serial);
+  return gemm_w8a8(w, x_codes, x_scales, y, serial);
 }
 
 // The activation quantizer gemm_w8a8 applies, for engines that keep int8 activations: codes

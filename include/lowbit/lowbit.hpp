@@ -32,6 +32,7 @@
 #include "lowbit/dequant_gemm.hpp"
 #include "lowbit/gemm.hpp"
 #include "lowbit/gemm_w8a8.hpp"
+#include "lowbit/kv_cache.hpp"
 #include "lowbit/algo/gamma.hpp"
 #include "lowbit/algo/hessian.hpp"
 #include "lowbit/algo/gptq.hpp"

@@ -129,7 +129,7 @@ std::vector<float> run(const std::vector<float>& x, std::int64_t tokens, const l
                        lowbit::Executor& executor) {
   std::vector<float> y(static_cast<std::size_t>(tokens * w.out_features()), -1.0f);
   const lowbit::Status s = lowbit::gemm_w8a8(
-      lowbit::row_major(x.data(), tokens, w.in_features()), w,
+      w, lowbit::row_major(x.data(), tokens, w.in_features()),
       lowbit::row_major(y.data(), tokens, w.out_features()), executor);
   REQUIRE_MESSAGE(s.ok(), s.message());
   return y;
@@ -384,8 +384,8 @@ TEST_CASE("w8a8: strided, unaligned and column-major activations; strided and tr
       // y with padded rows (offset by one float) and y column-major (col_stride = tokens).
       std::vector<float> yp(static_cast<std::size_t>(tokens * (out + 3) + 1), 5.0f);
       std::vector<float> yc(static_cast<std::size_t>(tokens * out), 5.0f);
-      REQUIRE(lowbit::gemm_w8a8(xv, w, lowbit::strided_rows(yp.data() + 1, tokens, out, out + 3), serial));
-      REQUIRE(lowbit::gemm_w8a8(xv, w, lowbit::col_major(yc.data(), tokens, out), serial));
+      REQUIRE(lowbit::gemm_w8a8(w, xv, lowbit::strided_rows(yp.data() + 1, tokens, out, out + 3), serial));
+      REQUIRE(lowbit::gemm_w8a8(w, xv, lowbit::col_major(yc.data(), tokens, out), serial));
       std::vector<float> got_p, got_c;
       for (std::int64_t t = 0; t < tokens; ++t)
         for (std::int64_t o = 0; o < out; ++o) {
@@ -435,12 +435,12 @@ TEST_CASE("w8a8: pre-quantized activations, per token and per tensor, equal the 
     CAPTURE(path);
     const ForcedIsa forced(isa);
     std::vector<float> y(static_cast<std::size_t>(tokens * out));
-    REQUIRE(lowbit::gemm_w8a8(lowbit::row_major<const std::int8_t>(codes.data(), tokens, in),
-                              lowbit::flat<const float>(scales.data(), tokens), w,
+    REQUIRE(lowbit::gemm_w8a8(w, lowbit::row_major<const std::int8_t>(codes.data(), tokens, in),
+                              lowbit::flat<const float>(scales.data(), tokens),
                               lowbit::row_major(y.data(), tokens, out), pool, &workspace));
     CHECK(count_bit_differences(y, independent_gemm(q, l, tokens)) == 0);
-    REQUIRE(lowbit::gemm_w8a8(lowbit::row_major<const std::int8_t>(static_codes.data(), tokens, in),
-                              lowbit::flat<const float>(&static_step, 1), w,
+    REQUIRE(lowbit::gemm_w8a8(w, lowbit::row_major<const std::int8_t>(static_codes.data(), tokens, in),
+                              lowbit::flat<const float>(&static_step, 1),
                               lowbit::row_major(y.data(), tokens, out), pool, &workspace));
     CHECK(count_bit_differences(y, independent_gemm(qs, l, tokens)) == 0);
   }
@@ -485,28 +485,35 @@ TEST_CASE("w8a8: bad input is a Status and leaves y untouched") {
   const auto xv = lowbit::row_major(x.data(), tokens, in);
   const auto yv = lowbit::row_major(y.data(), tokens, out);
   auto code = [](lowbit::Status s) { return s.code(); };
-  CHECK(code(lowbit::gemm_w8a8(lowbit::row_major(x.data(), tokens, in - 1), w, yv)) == Errc::kShapeMismatch);
-  CHECK(code(lowbit::gemm_w8a8(xv, w, lowbit::row_major(y.data(), tokens, out - 1))) == Errc::kShapeMismatch);
-  CHECK(code(lowbit::gemm_w8a8(xv, w, lowbit::row_major(y.data(), tokens - 1, out))) == Errc::kShapeMismatch);
-  CHECK(code(lowbit::gemm_w8a8(lowbit::row_major(x.data(), 0, in), w, lowbit::row_major(y.data(), 0, out))) ==
-        Errc::kEmpty);
-  CHECK(code(lowbit::gemm_w8a8(lowbit::row_major<const float>(nullptr, tokens, in), w, yv)) ==
+  CHECK(code(lowbit::gemm_w8a8(w, lowbit::row_major(x.data(), tokens, in - 1), yv)) == Errc::kShapeMismatch);
+  CHECK(code(lowbit::gemm_w8a8(w, xv, lowbit::row_major(y.data(), tokens, out - 1))) == Errc::kShapeMismatch);
+  CHECK(code(lowbit::gemm_w8a8(w, xv, lowbit::row_major(y.data(), tokens - 1, out))) == Errc::kShapeMismatch);
+  // An empty batch is a valid product with nothing to do (as in dequant_gemm and gemm).
+  CHECK(lowbit::gemm_w8a8(w, lowbit::row_major(x.data(), 0, in), lowbit::row_major(y.data(), 0, out)).ok());
+  CHECK(code(lowbit::gemm_w8a8(w, lowbit::row_major(x.data(), 0, in), lowbit::row_major(y.data(), 0, out - 1))) ==
+        Errc::kShapeMismatch);
+  CHECK(code(lowbit::gemm_w8a8(w, lowbit::row_major<const float>(nullptr, tokens, in), yv)) ==
         Errc::kInvalidArgument);
-  CHECK(code(lowbit::gemm_w8a8(xv, w, lowbit::MatrixView<float>(y.data(), tokens, out, -1, 1))) ==
+  CHECK(code(lowbit::gemm_w8a8(w, xv, lowbit::MatrixView<float>(y.data(), tokens, out, -1, 1))) ==
         Errc::kInvalidArgument);
-  CHECK(code(lowbit::gemm_w8a8(xv, lowbit::W8A8Weights(), yv)) == Errc::kInvalidArgument);
+  CHECK(code(lowbit::gemm_w8a8(lowbit::W8A8Weights(), xv, yv)) == Errc::kInvalidArgument);
+  // Rows of y on top of each other (row stride 1 < out) or a zero stride.
+  CHECK(code(lowbit::gemm_w8a8(w, xv, lowbit::MatrixView<float>(y.data(), tokens, out, 1, 1))) ==
+        Errc::kInvalidArgument);
+  CHECK(code(lowbit::gemm_w8a8(w, xv, lowbit::MatrixView<float>(y.data(), tokens, out, 0, 1))) ==
+        Errc::kInvalidArgument);
   // Pre-quantized: -128 is refused with its flat index, scales must match the tokens.
   std::vector<std::int8_t> codes(static_cast<std::size_t>(tokens * in), 1);
   codes[static_cast<std::size_t>(2 * in + 7)] = -128;
   std::vector<float> scales(static_cast<std::size_t>(tokens), 0.5f);
   const lowbit::Status minus128 = lowbit::gemm_w8a8(
-      lowbit::row_major<const std::int8_t>(codes.data(), tokens, in),
-      lowbit::flat<const float>(scales.data(), tokens), w, yv);
+      w, lowbit::row_major<const std::int8_t>(codes.data(), tokens, in),
+      lowbit::flat<const float>(scales.data(), tokens), yv);
   CHECK(minus128.code() == Errc::kOutOfRange);
   CHECK(minus128.index() == 2 * in + 7);
   codes[static_cast<std::size_t>(2 * in + 7)] = -127;
-  CHECK(code(lowbit::gemm_w8a8(lowbit::row_major<const std::int8_t>(codes.data(), tokens, in),
-                               lowbit::flat<const float>(scales.data(), tokens - 1), w, yv)) ==
+  CHECK(code(lowbit::gemm_w8a8(w, lowbit::row_major<const std::int8_t>(codes.data(), tokens, in),
+                               lowbit::flat<const float>(scales.data(), tokens - 1), yv)) ==
         Errc::kShapeMismatch);
   for (float v : y) REQUIRE(v == 3.0f);
 
@@ -600,7 +607,7 @@ TEST_CASE("w8a8: mit-han-lab/smoothquant W8A8Linear (per-channel weights, per-to
     // 2^-23·|y|.
     std::vector<float> y(want.size());
     lowbit::ThreadPool pool(2);
-    REQUIRE(lowbit::gemm_w8a8(lowbit::row_major(x.data(), kTokens, kIn), *w,
+    REQUIRE(lowbit::gemm_w8a8(*w, lowbit::row_major(x.data(), kTokens, kIn),
                               lowbit::row_major(y.data(), kTokens, kOut), pool));
     double worst = 0.0, worst_bound_ratio = 0.0;
     for (std::int64_t t = 0; t < kTokens; ++t)

@@ -22,7 +22,9 @@
 #include "lowbit/cpu.hpp"
 #include "lowbit/detail/cpu_features.hpp"
 
-#if defined(LOWBIT_ARCH_X86) && (defined(__GNUC__) || defined(__clang__))
+// x86-64 only: a few kernels use 64-bit-only intrinsics (_mm_cvtsi64_si128); 32-bit x86 runs
+// the scalar paths.
+#if defined(LOWBIT_ARCH_X86) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define LOWBIT_HAVE_X86_KERNELS 1
 #include <immintrin.h>
 // Clusters as in lowbit/cpu.hpp. F16C and BMI2 come with every AVX2 CPU worth dispatching to.

@@ -1,5 +1,5 @@
 // lowbit/detail/kernels/dequant_ggml/avx512.hpp: the AVX2 GEMV decoders of dequant_ggml/avx2.hpp
-// on 16-lane registers (AVX-512 F/BW/VL), for the GEMV of dequant_gemm/avx512.hpp (its GEMM tiles
+// on 16-lane registers (AVX-512 F/BW/DQ/VL), for the GEMV of dequant_gemm/avx512.hpp (its GEMM tiles
 // use the AVX2 decoders: they run once per panel, not per token). Same formats,
 // same operations (dot over 8 blocks or one super-block, partial sums scaled once per block),
 // same element order in registers; only the width changes, plus one instruction AVX2 lacks:

@@ -1,5 +1,5 @@
 // lowbit/detail/kernels/dequant_packed/avx512.hpp: the GEMV decoders of dequant_packed/avx2.hpp
-// on 16-lane registers (AVX-512 F/BW/VL), for 8-, 4- and 2-bit codes (3-bit codes run the AVX2
+// on 16-lane registers (AVX-512 F/BW/DQ/VL), for 8-, 4- and 2-bit codes (3-bit codes run the AVX2
 // kernel; the GEMM tiles use the AVX2 decoders).
 //
 // vpmovzxbd widens 16 code bytes to 16 lanes; the codes are then looked up in a 16-entry float
