@@ -170,9 +170,7 @@ double probe_bandwidth(int threads) {
         const std::size_t n = buffer.size(), parts = static_cast<std::size_t>(threads);
         const std::size_t b = n * static_cast<std::size_t>(part) / parts;
         const std::size_t e = n * static_cast<std::size_t>(part + 1) / parts;
-        std::uint64_t total = 0;
-        for (std::size_t i = b; i < e; ++i) total += buffer[i];
-        totals[part] = total;
+        totals[part] = lowbit_bench::stream_sum(buffer.data() + b, e - b);
       }
     });
     const std::chrono::duration<double> seconds = std::chrono::steady_clock::now() - t0;

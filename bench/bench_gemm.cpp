@@ -1,7 +1,8 @@
 // bench_gemm: the int8-activation GEMM (lowbit/gemm.hpp) on LLM shapes, against the machine's
 // read bandwidth and Eigen fp32 on the same shape, both measured in the same run.
 //
-//   formats            q4_0, q8_0, iq4_nl (ggml blocks) and lowbit 4-bit asymmetric, groups of 128
+//   formats            q4_0, q8_0, iq4_nl, q4_K (ggml blocks) and lowbit 4-bit asymmetric, groups
+//                      of 128
 //   shapes (out × in)  4096 × 4096, 14336 × 4096 (up/gate projection), 4096 × 14336 (down)
 //   tokens N           1 (decode), 8, 32, 512 (prefill)
 //   threads            1 and 2 (lowbit::ThreadPool; Eigen split by output rows, eigen_baseline.hpp)
@@ -31,6 +32,7 @@
 #include <set>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "baselines.hpp"
@@ -42,8 +44,15 @@ namespace ggml = lowbit::ggml;
 
 constexpr std::size_t kColdBytes = std::size_t{128} << 20;
 
-enum Format : int { kQ4_0 = 0, kQ8_0 = 1, kIq4Nl = 2, kLowbitU4Asym128 = 3, kFormatCount = 4 };
-const char* const kFormatNames[] = {"q4_0", "q8_0", "iq4_nl", "lowbit-u4-asym-g128"};
+enum Format : int {
+  kQ4_0 = 0,
+  kQ8_0 = 1,
+  kIq4Nl = 2,
+  kLowbitU4Asym128 = 3,
+  kQ4_K = 4,
+  kFormatCount = 5
+};
+const char* const kFormatNames[] = {"q4_0", "q8_0", "iq4_nl", "lowbit-u4-asym-g128", "q4_K"};
 
 int copies_for(std::size_t bytes, std::int64_t tokens) {
   if (tokens > 8) return 1;  // compute-bound: weights stay warm, as in a real prefill
@@ -58,7 +67,8 @@ std::vector<float> random_floats(std::int64_t n, std::uint32_t seed, float sigma
   return v;
 }
 
-// Random blocks: codes uniform, scales ~0.01 with random sign (as quantized weights have).
+// Random blocks: codes uniform, scales ~0.01 with random sign (as quantized weights have); Q4_K
+// also gets a min super-scale and random 6-bit sub-block scales and mins.
 template <class Block>
 std::vector<Block> random_blocks(std::int64_t count, std::uint32_t seed) {
   std::mt19937 rng(seed);
@@ -68,6 +78,10 @@ std::vector<Block> random_blocks(std::int64_t count, std::uint32_t seed) {
                           (1.0f + static_cast<float>(rng() % 100) / 100));
     auto* bytes = reinterpret_cast<std::uint8_t*>(&b.qs);
     for (std::size_t i = 0; i < sizeof(b.qs); ++i) bytes[i] = static_cast<std::uint8_t>(rng());
+    if constexpr (std::is_same_v<Block, ggml::BlockQ4_K>) {
+      b.dmin = lowbit::to_half(0.001f * (1.0f + static_cast<float>(rng() % 100) / 100));
+      for (std::uint8_t& s : b.scales) s = static_cast<std::uint8_t>(rng());
+    }
   }
   return blocks;
 }
@@ -81,6 +95,9 @@ lowbit::Result<lowbit::InterleavedWeights> prepare(Format f, std::int64_t out, s
       return lowbit::interleave_weights(random_blocks<ggml::BlockQ8_0>(blocks, 2).data(), out, in);
     case kIq4Nl:
       return lowbit::interleave_weights(random_blocks<ggml::BlockIQ4_NL>(blocks, 3).data(), out,
+                                        in);
+    case kQ4_K:
+      return lowbit::interleave_weights(random_blocks<ggml::BlockQ4_K>(blocks / 8, 5).data(), out,
                                         in);
     default:
       break;
@@ -137,13 +154,8 @@ struct Timing {
   }
 };
 
-// The integer streaming sum of lowbit_bench::BM_MemoryReadBandwidth over n words (kept out of
-// line so that it compiles to the same vectorised loop whatever calls it).
-__attribute__((noinline)) std::uint64_t sum_words(const std::uint64_t* p, std::size_t n) {
-  std::uint64_t total = 0;
-  for (std::size_t i = 0; i < n; ++i) total += p[i];
-  return total;
-}
+// The streaming sum of lowbit_bench::BM_MemoryReadBandwidth (eigen_baseline.hpp).
+using lowbit_bench::stream_sum;
 
 // Reads `bytes` bytes (split over `threads` tasks) from a 512 MiB buffer at a rotating offset.
 void stream_bytes(std::size_t bytes, lowbit::Executor& ex, int threads) {
@@ -158,7 +170,7 @@ void stream_bytes(std::size_t bytes, lowbit::Executor& ex, int threads) {
     for (std::int64_t t = b; t < e; ++t) {
       const auto part = static_cast<std::size_t>(t), parts = static_cast<std::size_t>(threads);
       const std::size_t w0 = words * part / parts, w1 = words * (part + 1) / parts;
-      totals[t % 2] += sum_words(base + w0, w1 - w0);
+      totals[t % 2] += stream_sum(base + w0, w1 - w0);
     }
   });
   benchmark::DoNotOptimize(totals);

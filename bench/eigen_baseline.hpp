@@ -7,6 +7,7 @@
 // at run time.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "lowbit/executor.hpp"
@@ -19,6 +20,14 @@ namespace lowbit_bench {
 // the same benchmark runs on, so both sides pay the same scheduling cost.
 void eigen_matmul_f32(const float* w, std::int64_t out, std::int64_t in, const float* x,
                       std::int64_t tokens, float* y, lowbit::Executor& executor, int parts);
+
+// The sum of n 64-bit words, read as 8 sequential streams at once (the buffer cut into 8
+// slices). This is the memory-read baseline: a single stream leaves most of the memory system's
+// parallelism unused (on the 2-vCPU EPYC this was written on, one stream reads ~10 GB/s while an
+// fp32 GEMV, reading 4+ rows at once, streams 18-22), and a kernel that "beats the bandwidth" only
+// says the baseline is wrong. Compiled with -march=native like the Eigen product, so the loop
+// uses the widest vectors this machine has.
+std::uint64_t stream_sum(const std::uint64_t* p, std::size_t n);
 
 // Which SIMD Eigen was compiled for in eigen_baseline.cpp ("AVX512", "AVX2+FMA", ...).
 const char* eigen_simd_name();

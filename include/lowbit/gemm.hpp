@@ -12,10 +12,11 @@
 //   options.workspace = &workspace;
 //   LOWBIT_TRY(lowbit::gemm(*w, x /*tokens × in*/, y /*tokens × out*/, pool, options));
 //
-// Weights: ggml Q4_0, Q4_1, IQ4_NL, Q8_0 and lowbit's 4- and 8-bit packed matrices (symmetric or
-// asymmetric; per-tensor, per-row or groups of 32·n), repacked once by interleave_weights()
-// (format/interleaved.hpp: 16 rows interleaved per 4-byte K chunk, the prepared size ≈ the
-// format's size). Activations X [tokens × in_features] fp32, any strides.
+// Weights: ggml Q4_0, Q4_1, IQ4_NL, Q8_0, Q4_K and lowbit's 4- and 8-bit packed matrices
+// (symmetric or asymmetric; per-tensor, per-row or groups of 32·n), repacked once by
+// interleave_weights() (format/interleaved.hpp: 16 rows interleaved per 4-byte K chunk, the
+// prepared size ≈ the format's size; Q4_K's float sub-block scales make it 6 bits per weight).
+// Activations X [tokens × in_features] fp32, any strides.
 //
 // The math. Each token row of X is quantized per block of 32 values to int8 with a float scale
 // dx = amax/127, ties rounded to even (detail/kernels/quantize_activations/reference.hpp), with
@@ -182,6 +183,8 @@ inline Kernel* select_kernel(int format, Isa isa) noexcept {
       return table<FormatS8Sym>().lookup(isa);
     case 7:
       return table<FormatS8Asym>().lookup(isa);
+    case 8:
+      return table<FormatQ4_K>().lookup(isa);
     default:
       return nullptr;
   }

@@ -27,6 +27,7 @@
 #include "lowbit/cpu.hpp"
 #include "lowbit/executor.hpp"
 #include "lowbit/format/ggml/iq4.hpp"
+#include "lowbit/format/ggml/k_quants.hpp"
 #include "lowbit/format/ggml/legacy.hpp"
 #include "lowbit/format/interleaved.hpp"
 #include "lowbit/format/packed_matrix.hpp"
@@ -229,7 +230,7 @@ Weights ggml_weights(std::int64_t rows, std::int64_t cols, std::uint32_t seed, f
   for (std::int64_t r = 0; r < rows; ++r)
     for (std::int64_t c = 0; c < cols; ++c)
       x[static_cast<std::size_t>(r * cols + c)] *= 0.05f * static_cast<float>(1 + r % 7);
-  std::vector<Block> blocks(static_cast<std::size_t>(rows * cols / 32));
+  std::vector<Block> blocks(static_cast<std::size_t>(rows * cols / Traits::kBlockSize));
   REQUIRE(ggml::quantize_rows<Block>(lowbit::row_major(x.data(), rows, cols), blocks.data()).ok());
   Weights out;
   out.rows = rows;
@@ -358,7 +359,7 @@ OracleMatrix<Block> load_oracle(const char* const* names, int count, const std::
         load_bytes("ggml/" + dir + "/" + names[i] + "." + type + ".bin");
     const std::vector<float> deq =
         lowbit_test::load_f32("ggml/" + dir + "/" + names[i] + "." + type + ".deq.f32");
-    REQUIRE(bytes.size() == deq.size() / 32 * sizeof(Block));
+    REQUIRE(bytes.size() == deq.size() / ggml::FormatTraits<Block>::kBlockSize * sizeof(Block));
     if (m.cols == 0) m.cols = static_cast<std::int64_t>(deq.size());
     REQUIRE(static_cast<std::int64_t>(deq.size()) == m.cols);
     const std::size_t at = m.blocks.size();
@@ -393,6 +394,7 @@ TEST_CASE("int8 gemm: interleaved ggml weights equal ggml's to_float (oracle fil
   check_oracle_weights<ggml::BlockQ4_1>("ref", "q4_1");
   check_oracle_weights<ggml::BlockQ8_0>("ref", "q8_0");
   check_oracle_weights<ggml::BlockIQ4_NL>("ref", "iq4_nl");
+  check_oracle_weights<ggml::BlockQ4_K>("ref", "q4_K");
   // The chunk path (what llama-quantize writes) has no file for `const`.
   const OracleMatrix<ggml::BlockIQ4_NL> m =
       load_oracle<ggml::BlockIQ4_NL>(kOracleRows, 6, "chunk", "iq4_nl");
@@ -415,6 +417,9 @@ TEST_CASE("int8 gemm: sizes stay the formats' sizes") {
   CHECK(q41.w.bits_per_weight() == doctest::Approx(5.0));
   const Weights l4 = lowbit_weights<W4Asym128>(64, 4096, kSeed);
   CHECK(l4.w.bits_per_weight() == doctest::Approx(4.0 + 32.0 / 128 + 8.0 / 128));
+  // Q4_K: float32 scale and min per 32 (format/interleaved.hpp says why).
+  const Weights q4k = ggml_weights<ggml::BlockQ4_K>(64, 4096, kSeed);
+  CHECK(q4k.w.bits_per_weight() == doctest::Approx(6.0));
 }
 
 TEST_CASE("int8 gemm: interleave_weights rejects what it cannot represent") {
@@ -437,6 +442,29 @@ TEST_CASE("int8 gemm: interleave_weights rejects what it cannot represent") {
   b41[1].d = lowbit::to_half(1.0f);
   b41[1].m = lowbit::Half{0x7C00};  // +Inf min
   CHECK(lowbit::interleave_weights(b41.data(), 1, 64).status().code() == Errc::kNonFinite);
+  // Q4_K: K in whole 256-value super-blocks; NaN/Inf d or dmin, indexed by super-block.
+  std::vector<ggml::BlockQ4_K> b4k(4);
+  for (auto& b : b4k) {
+    b.d = lowbit::to_half(0.5f);
+    b.dmin = lowbit::to_half(0.25f);
+  }
+  CHECK(lowbit::interleave_weights(b4k.data(), 2, 512).has_value());
+  CHECK(lowbit::interleave_weights(b4k.data(), 1, 128).status().code() == Errc::kIndivisible);
+  CHECK(lowbit::interleave_weights(b4k.data(), 1, 288).status().code() == Errc::kIndivisible);
+  CHECK(lowbit::interleave_weights(b4k.data(), 0, 256).status().code() == Errc::kInvalidArgument);
+  CHECK(lowbit::interleave_weights(b4k.data(), 1, -256).status().code() ==
+        Errc::kInvalidArgument);
+  CHECK(lowbit::interleave_weights(static_cast<const ggml::BlockQ4_K*>(nullptr), 1, 256)
+            .status()
+            .code() == Errc::kInvalidArgument);
+  b4k[3].dmin = lowbit::Half{0xFC00};  // -Inf min
+  lowbit::Result<lowbit::InterleavedWeights> bad4k = lowbit::interleave_weights(b4k.data(), 2, 512);
+  CHECK(bad4k.status().code() == Errc::kNonFinite);
+  CHECK(bad4k.status().index() == 3);
+  b4k[1].d = lowbit::Half{0x7E00};  // NaN scale
+  bad4k = lowbit::interleave_weights(b4k.data(), 2, 512);
+  CHECK(bad4k.status().code() == Errc::kNonFinite);
+  CHECK(bad4k.status().index() == 1);
 
   // lowbit sources: widths other than 4 and 8, per-column scales, groups not a multiple of 32.
   const std::vector<float> x = lowbit_test::gaussian(4 * 64, 1.0f, kSeed);
@@ -536,20 +564,22 @@ std::vector<float> run_gemm(const lowbit::InterleavedWeights& w, lowbit::MatrixV
 //     most 127·2^-23 of a code, so dx·(0.5 + 2^-16)); dx = amax/127 of the block, computed here;
 //     so block b contributes at most dx_b·(0.5 + 2^-16)·Σ_block |w|;
 //   floats: y is a chain of nb fused multiply-adds of terms T_b = float(isum)·fl(d·dx) (plus the
-//     min term for Q4_1); fl(d·dx) and each fma add a relative 2^-24, so the chain errs by at most
-//     (nb + 2)·2^-24·Σ_b |T_b| (|isum|, d, dx exact otherwise), and Σ|T_b| ≤ Σ|w|·|x| + the
-//     activation bound. Doubled for margin, with a floor for subnormal products.
-double error_bound(const std::vector<float>& deq, std::int64_t row, std::int64_t k,
-                   const float* x) {
+//     min term for Q4_1 and Q4_K); fl(d·dx) and each fma add a relative 2^-24, so the chain errs
+//     by at most (nb + 2)·2^-24·Σ_b |T_b| (|isum|, d, dx exact otherwise), and Σ|T_b| ≤ Σ|w|·|x|
+//     + the activation bound. Doubled for margin, with a floor for subnormal products.
+// `block` is the activation quantizer's block: 32 for ours; 256 bounds ggml's q8_K the same way
+// (one scale amax/127 per 256 values, rounded to nearest).
+double error_bound(const std::vector<float>& deq, std::int64_t row, std::int64_t k, const float* x,
+                   std::int64_t block = 32) {
   double act = 0.0, magnitude = 0.0;
-  const std::int64_t nb = k / 32;
+  const std::int64_t nb = k / block;
   for (std::int64_t b = 0; b < nb; ++b) {
     double amax = 0.0, wsum = 0.0;
-    for (std::int64_t e = 0; e < 32; ++e) {
-      const double wv = deq[static_cast<std::size_t>(row * k + 32 * b + e)];
-      amax = std::fmax(amax, std::fabs(static_cast<double>(x[32 * b + e])));
+    for (std::int64_t e = 0; e < block; ++e) {
+      const double wv = deq[static_cast<std::size_t>(row * k + block * b + e)];
+      amax = std::fmax(amax, std::fabs(static_cast<double>(x[block * b + e])));
       wsum += std::fabs(wv);
-      magnitude += std::fabs(wv * x[32 * b + e]);
+      magnitude += std::fabs(wv * x[block * b + e]);
     }
     act += static_cast<double>(static_cast<float>(amax) / 127.0f) * (0.5 + 0x1p-16) * wsum;
   }
@@ -594,39 +624,66 @@ int bit_mismatches(const std::vector<float>& a, const std::vector<float>& b) {
   return wrong;
 }
 
+// For N = 1, 2, 3, 4, 5, 17 tokens (row-major, padded and unaligned, column-major X; with and
+// without bias): the reference is within the bound of the double product, and every other path
+// with 1 and 3 threads equals it bit for bit. `seed` advances once per token count.
+void check_every_path(const Weights& w, const std::vector<float>& bias, std::uint32_t& seed,
+                      lowbit::GemmWorkspace& workspace) {
+  for (std::int64_t tokens : {1, 2, 3, 4, 5, 17}) {
+    const Layout layout = tokens == 3  ? Layout::kColumnMajor
+                          : tokens % 2 ? Layout::kPaddedUnaligned
+                                       : Layout::kRowMajor;
+    const Activations a = make_activations(tokens, w.cols, seed++, layout);
+    const float* b = tokens % 2 == 0 ? bias.data() : nullptr;
+    INFO(std::string(w.w.format_name()), " ", w.rows, "x", w.cols, ", tokens ", tokens);
+    const std::vector<float> want = run_gemm(w.w, a.view, Isa::kScalar, 1, b, nullptr);
+    check_against_double(w, a.view, want, w.rows + 5, b);
+    for (Isa isa : lowbit::available_isas()) {
+      if (isa == Isa::kScalar) continue;
+      INFO("isa ", std::string(lowbit::isa_name(isa)));
+      for (int threads : {1, 3}) {
+        const std::vector<float> got =
+            run_gemm(w.w, a.view, isa, threads, b, threads == 1 ? &workspace : nullptr);
+        CHECK(bit_mismatches(got, want) == 0);
+      }
+    }
+  }
+}
+
 TEST_CASE("int8 gemm: every path equals the reference bit for bit, which is within the bound") {
   report_skipped_isas();
   struct Shape {
     std::int64_t rows, cols;
   };
   const Shape shapes[] = {{1, 128}, {17, 128}, {40, 384}};
-  const std::int64_t token_counts[] = {1, 2, 3, 4, 5, 17};
   lowbit::GemmWorkspace workspace;
   std::uint32_t seed = kSeed;
   for (const Shape& shape : shapes) {
     const std::vector<Weights> sources = all_sources(shape.rows, shape.cols, seed++);
     const std::vector<float> bias = lowbit_test::gaussian(shape.rows, 1.0f, seed++);
-    for (const Weights& w : sources) {
-      for (std::int64_t tokens : token_counts) {
-        const Layout layout = tokens == 3  ? Layout::kColumnMajor
-                              : tokens % 2 ? Layout::kPaddedUnaligned
-                                           : Layout::kRowMajor;
-        const Activations a = make_activations(tokens, shape.cols, seed++, layout);
-        const float* b = tokens % 2 == 0 ? bias.data() : nullptr;
-        INFO(std::string(w.w.format_name()), " ", shape.rows, "x", shape.cols, ", tokens ", tokens);
-        const std::vector<float> want = run_gemm(w.w, a.view, Isa::kScalar, 1, b, nullptr);
-        check_against_double(w, a.view, want, shape.rows + 5, b);
-        for (Isa isa : lowbit::available_isas()) {
-          if (isa == Isa::kScalar) continue;
-          INFO("isa ", std::string(lowbit::isa_name(isa)));
-          for (int threads : {1, 3}) {
-            const std::vector<float> got =
-                run_gemm(w.w, a.view, isa, threads, b, threads == 1 ? &workspace : nullptr);
-            CHECK(bit_mismatches(got, want) == 0);
-          }
-        }
-      }
-    }
+    for (const Weights& w : sources) check_every_path(w, bias, seed, workspace);
+  }
+}
+
+// Q4_K (K in 256-value super-blocks, float scale and min per 32): its weights equal ggml's own
+// dequantizer's (FormatTraits<BlockQ4_K>::dequantize) bit for bit, and the GEMM passes the same
+// checks as the other formats, on rows that are not a multiple of 16 and nonzero mins (mean 0.7).
+TEST_CASE("int8 gemm: ggml Q4_K on every path equals the reference, within the bound") {
+  report_skipped_isas();
+  struct Shape {
+    std::int64_t rows, cols;
+  };
+  const Shape shapes[] = {{1, 256}, {17, 256}, {40, 512}, {3, 768}};
+  lowbit::GemmWorkspace workspace;
+  std::uint32_t seed = kSeed + 500;
+  for (const Shape& shape : shapes) {
+    const Weights w = ggml_weights<ggml::BlockQ4_K>(shape.rows, shape.cols, seed++, 0.7f);
+    INFO("q4_K ", shape.rows, "x", shape.cols);
+    CHECK(std::string(w.w.format_name()) == "q4_K");
+    CHECK(w.w.source() == lowbit::InterleavedSource::kGgmlQ4_K);
+    CHECK(weight_mismatches(w) == 0);
+    const std::vector<float> bias = lowbit_test::gaussian(shape.rows, 1.0f, seed++);
+    check_every_path(w, bias, seed, workspace);
   }
 }
 
@@ -725,10 +782,15 @@ void check_oracle_gemm(const std::string& type) {
       // ggml's vec_dot quantizes the activations its own way (fp16 scale, roundf); both results
       // are within their activation bounds of the exact product, so within twice ours (plus the
       // fp16 rounding of ggml's scale, 2^-11 relative) of each other.
+      // q4_K pairs with q8_K, one fp32 scale per 256 activations: its own bound is that of
+      // 256-blocks, and the two results are within the sum of both bounds.
+      const double ggml_bound = type == "q4_K"
+                                    ? error_bound(m.deq, r, m.cols, act.data(), 256)
+                                    : 1.01 * bound;
       const std::string file = std::string("ref/") + kOracleRows[r] + "." + type + ".bin";
       for (const DotRow& d : dots)
         if (d.x_file == file)
-          CHECK(std::fabs(y[static_cast<std::size_t>(r)] - d.vec_dot) <= 2.01 * bound);
+          CHECK(std::fabs(y[static_cast<std::size_t>(r)] - d.vec_dot) <= bound + ggml_bound);
     }
   }
 }
@@ -738,6 +800,7 @@ TEST_CASE("int8 gemm: ggml's own weight rows against the oracle activations") {
   check_oracle_gemm<ggml::BlockQ4_1>("q4_1");
   check_oracle_gemm<ggml::BlockQ8_0>("q8_0");
   check_oracle_gemm<ggml::BlockIQ4_NL>("iq4_nl");
+  check_oracle_gemm<ggml::BlockQ4_K>("q4_K");
 }
 
 TEST_CASE("int8 gemm: bad input gives a Status before anything is written") {

@@ -27,6 +27,7 @@
 #include "lowbit/detail/kernels/int8_gemm/reference.hpp"
 #include "lowbit/detail/kernels/quantize_activations/reference.hpp"
 #include "lowbit/format/ggml/iq4.hpp"
+#include "lowbit/format/ggml/k_quants.hpp"
 #include "lowbit/format/ggml/legacy.hpp"
 #include "lowbit/format/interleaved.hpp"
 #include "lowbit/quantized_tensor.hpp"
@@ -47,7 +48,8 @@ template <class Block>
 lowbit::InterleavedWeights ggml_weights(std::int64_t rows, std::int64_t cols, std::uint32_t seed,
                                         float mean = 0.0f) {
   const std::vector<float> x = lowbit_test::gaussian(rows * cols, 0.3f, seed, mean);
-  std::vector<Block> blocks(static_cast<std::size_t>(rows * cols / 32));
+  std::vector<Block> blocks(
+      static_cast<std::size_t>(rows * cols / ggml::FormatTraits<Block>::kBlockSize));
   REQUIRE(ggml::quantize_rows<Block>(lowbit::row_major(x.data(), rows, cols), blocks.data()).ok());
   lowbit::Result<lowbit::InterleavedWeights> w =
       lowbit::interleave_weights(blocks.data(), rows, cols);
@@ -73,7 +75,8 @@ using W8Sym32 =
     lowbit::Quantizer<lowbit::Bits<8>, lowbit::SymmetricRestricted, lowbit::PerGroup<32>>;
 using W8Asym128 = lowbit::Quantizer<lowbit::Bits<8>, lowbit::Asymmetric, lowbit::PerGroup<128>>;
 
-// One matrix per kernel format (all eight combinations of format/interleaved.hpp).
+// One matrix per kernel format (all nine combinations of format/interleaved.hpp; Q4_K only when
+// cols is a multiple of its 256-value super-block).
 std::vector<lowbit::InterleavedWeights> all_formats(std::int64_t rows, std::int64_t cols) {
   std::vector<lowbit::InterleavedWeights> v;
   v.push_back(ggml_weights<ggml::BlockQ4_0>(rows, cols, kSeed + 1));
@@ -84,6 +87,7 @@ std::vector<lowbit::InterleavedWeights> all_formats(std::int64_t rows, std::int6
   v.push_back(lowbit_weights<W4Asym128>(rows, cols, kSeed + 6));
   v.push_back(lowbit_weights<W8Sym32>(rows, cols, kSeed + 7));
   v.push_back(lowbit_weights<W8Asym128>(rows, cols, kSeed + 8));
+  if (cols % 256 == 0) v.push_back(ggml_weights<ggml::BlockQ4_K>(rows, cols, kSeed + 9, 0.5f));
   return v;
 }
 
@@ -119,6 +123,8 @@ ig::Kernel* select(int format, Path path) {
       return kernel_for<ig::FormatS8Sym>(path);
     case 7:
       return kernel_for<ig::FormatS8Asym>(path);
+    case 8:
+      return kernel_for<ig::FormatQ4_K>(path);
     default:
       return nullptr;
   }
@@ -168,7 +174,7 @@ TEST_CASE("int8 gemm, emulated AVX-VNNI and AVX-512 VNNI kernels equal the refer
   struct Shape {
     std::int64_t rows, cols;
   };
-  const Shape shapes[] = {{7, 128}, {33, 256}, {48, 384}};
+  const Shape shapes[] = {{7, 128}, {33, 256}, {48, 384}, {7, 512}};
   std::uint32_t seed = kSeed;
   for (const Shape& s : shapes) {
     const std::vector<float> bias = lowbit_test::gaussian(s.rows, 1.0f, seed++);

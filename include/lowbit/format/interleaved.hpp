@@ -1,13 +1,13 @@
 // lowbit/format/interleaved.hpp: weights repacked once, at load time, into the layout the
 // int8-activation GEMM kernels (lowbit/gemm.hpp) stream best. Files keep their own formats; this
-// is an in-memory form, built from ggml Q4_0, Q4_1, IQ4_NL, Q8_0 blocks or from lowbit's 4- and
-// 8-bit packed matrices, and never written to disk.
+// is an in-memory form, built from ggml Q4_0, Q4_1, IQ4_NL, Q8_0, Q4_K blocks or from lowbit's 4-
+// and 8-bit packed matrices, and never written to disk.
 //
 // The math. Every source format is, per output row r and 32-wide block of K, an affine map of a
 // small integer code c (the "stored code"):
 //
 //   zero-point form   w = d · (v(c) − z)        Q4_0, Q8_0, IQ4_NL, lowbit 4/8-bit
-//   min form          w = d · c + m             Q4_1
+//   min form          w = d · c + m             Q4_1, Q4_K
 //
 // with v(c) = c, except IQ4_NL where v(c) = kIq4NlValues[c] (a 16-entry int8 table). With the
 // activations quantized per 32-block as x ≈ dx · qx (int8 codes, sx = Σ qx; see
@@ -24,12 +24,23 @@
 //   lowbit 4-bit symmetric    q + 8 ∈ [0, 15]           c           8 (implicit)
 //   lowbit 4-bit asymmetric   q ∈ [0, 15]               c           the group's zero point
 //   Q4_1                      q ∈ [0, 15]               c           (min form: m = the fp16 min)
+//   Q4_K                      q ∈ [0, 15]               c           (min form: d = d·sc_j and
+//                                                                    m = −(dmin·m_j), float32)
 //   IQ4_NL                    index ∈ [0, 15]           table[c]    0 (implicit)
 //   Q8_0, lowbit 8-bit sym.   q ∈ [−128, 127] (int8)    c           0 (implicit)
 //   lowbit 8-bit asymmetric   q − 128 (int8)            c           zero point − 128
 //
 // The weight each element stands for, weight(r, k), is computed exactly as the source format's
 // own dequantizer does (ggml's to_float, lowbit's float(q − zp) · scale), bit for bit.
+//
+// Q4_K. A 256-value super-block holds fp16 d and dmin and, per 32-value sub-block j, a 6-bit
+// scale sc_j and a 6-bit min m_j; ggml decodes q as (d·sc_j)·q − (dmin·m_j), both products rounded
+// to float32 first. Those products are exact (an 11-bit significand times a 6-bit integer fits
+// float32's 24 bits) but not fp16-representable, so each sub-block becomes one k-block with a
+// FLOAT32 scale d·sc_j and a float32 min −(dmin·m_j): the min form with float parameters, and
+// c·(d·sc_j) + (−(dmin·m_j)) is ggml's subtraction exactly (IEEE defines a − b as a + (−b)). This
+// costs 4 + 64/32 = 6 bits per weight instead of Q4_K's 4.5: the price of keeping the kernels'
+// one-scale-per-32-block contract instead of a two-level scale.
 //
 // Layout. Rows are taken 16 at a time ("row blocks"; the last one is padded with code 0 and scale
 // 0) and K 32 at a time ("k-blocks"), k-block b holding elements 32b .. 32b+31. The unit of the
@@ -55,19 +66,19 @@
 //     scales   [row block][group][16 rows]  fp16 (ggml sources: their own fp16 d, so the prepared
 //              size stays the format's size) or float32 (lowbit sources: their float32 scales)
 //     offsets  [row block][group][16 rows]  int8 zero points (lowbit asymmetric) or the scale
-//              type's min (Q4_1); absent when z is implicit
+//              type's min (Q4_1: fp16, Q4_K: float32); absent when z is implicit
 //   A group is `group_size` = 32 · n consecutive elements of K sharing one scale (32 for ggml;
 //   lowbit's group, or K for per-row and per-tensor scales).
 //
 //   bits per weight (16-row blocks, K = 4096): Q4_0 4.5, Q4_1 5.0, IQ4_NL 4.5, Q8_0 8.5,
 //   lowbit 4-bit g128 asymmetric 4 + 32/128 + 8/128 = 4.31 — each the source's own size up to the
-//   width of the zero point (8 bits here instead of 4) and the row padding.
+//   width of the zero point (8 bits here instead of 4) and the row padding; Q4_K 6.0 (see above).
 //
 // Errors (before anything is allocated): kInvalidArgument for null data or non-positive shapes,
-// kIndivisible when K is not a multiple of 32, kUnsupported for other widths (lowbit 1-3, 5-7
-// bits), per-column scales or groups that are not a multiple of 32, kNonFinite for a NaN or Inf
-// scale or min (index: the flat block or parameter index), kOutOfRange for a zero point outside
-// the code range, kOverflow when the sizes overflow.
+// kIndivisible when K is not a multiple of 32 (of 256 for Q4_K), kUnsupported for other widths
+// (lowbit 1-3, 5-7 bits), per-column scales or groups that are not a multiple of 32, kNonFinite
+// for a NaN or Inf scale or min (index: the flat block, super-block or parameter index),
+// kOutOfRange for a zero point outside the code range, kOverflow when the sizes overflow.
 #pragma once
 
 #include <cmath>
@@ -80,6 +91,7 @@
 #include <vector>
 
 #include "lowbit/format/ggml/iq4.hpp"
+#include "lowbit/format/ggml/k_quants.hpp"
 #include "lowbit/format/ggml/legacy.hpp"
 #include "lowbit/format/packed_matrix.hpp"
 #include "lowbit/numeric.hpp"
@@ -108,7 +120,8 @@ enum class InterleavedSource : std::uint8_t {
   kGgmlQ4_1,
   kGgmlIQ4_NL,
   kGgmlQ8_0,
-  kLowbit
+  kLowbit,
+  kGgmlQ4_K,  // after kLowbit: the existing values keep their numbers
 };
 
 inline constexpr std::int64_t kInterleaveRows = 16;   // rows per row block: one 64-byte vector
@@ -202,7 +215,7 @@ class InterleavedWeights {
   InterleavedScale scale_kind() const noexcept { return scale_; }
   InterleavedOffset offset_kind() const noexcept { return offset_; }
   InterleavedSource source() const noexcept { return source_; }
-  // "q4_0", "q4_1", "iq4_nl", "q8_0", "lowbit-u4-sym", "lowbit-u4-asym", "lowbit-s8-sym", ...
+  // "q4_0", "q4_1", "iq4_nl", "q8_0", "q4_K", "lowbit-u4-sym", "lowbit-u4-asym", ...
   const char* format_name() const noexcept { return name_; }
 
   // Bytes the kernels stream for the whole matrix (codes, scales, offsets; padding rows included).
@@ -275,7 +288,7 @@ class InterleavedWeights {
   }
   // The weight as the source format's dequantizer computes it, bit for bit:
   //   zero-point form  float(v − z) · d    (ggml q4_0/q8_0/iq4_nl to_float; lowbit dequantize)
-  //   min form         float(c) · d + m    (ggml q4_1 to_float)
+  //   min form         float(c) · d + m    (ggml q4_1 to_float; q4_K's (d·sc)·q − dmin·m)
   float weight(std::int64_t r, std::int64_t k) const noexcept {
     const float d = scale(r, k);
     if (offset_ == InterleavedOffset::kMin) return static_cast<float>(code(r, k)) * d + min(r, k);
@@ -362,6 +375,9 @@ struct Writer {
   }
   static void min(InterleavedWeights& w, std::int64_t r, std::int64_t g, Half h) noexcept {
     w.put_param(w.offsets_at_, r, g, &h, 2);
+  }
+  static void min(InterleavedWeights& w, std::int64_t r, std::int64_t g, float f) noexcept {
+    w.put_param(w.offsets_at_, r, g, &f, 4);
   }
 };
 
@@ -632,6 +648,55 @@ inline Result<InterleavedWeights> interleave_weights(const ggml::BlockQ8_0* bloc
         return {};
       },
       [](const ggml::BlockQ8_0& b, std::uint8_t* c) { std::memcpy(c, b.qs, kInterleaveBlock); });
+}
+
+// ggml Q4_K (rows × cols/256 super-blocks, row-major): sub-block j of a super-block is one k-block
+// with w = q · (d·sc_j) + (−(dmin·m_j)), both parameters float32 (see the header comment). cols
+// must be a multiple of 256 (kIndivisible); a NaN or Inf d or dmin is kNonFinite, indexed by the
+// flat super-block.
+inline Result<InterleavedWeights> interleave_weights(const ggml::BlockQ4_K* blocks,
+                                                     std::int64_t rows, std::int64_t cols) {
+  using namespace detail::interleave;
+  constexpr std::int64_t kSuper = ggml::FormatTraits<ggml::BlockQ4_K>::kBlockSize;  // 256
+  constexpr std::int64_t kSubBlocks = kSuper / kInterleaveBlock;                     // 8
+  static_assert(kSuper == 256 && kSubBlocks == 8, "Q4_K: 8 sub-blocks of 32 per super-block");
+  if (blocks == nullptr) return Status(Errc::kInvalidArgument, "interleave: null blocks");
+  if (cols > 0 && cols % kSuper != 0)
+    return Status(Errc::kIndivisible, "interleave: q4_K in_features must be a multiple of 256");
+  const Shape shape{InterleavedSource::kGgmlQ4_K,
+                    InterleavedCodes::kUnsigned4,
+                    InterleavedScale::kFloat,
+                    InterleavedOffset::kMin,
+                    rows,
+                    cols,
+                    kInterleaveBlock,
+                    "q4_K"};
+  return build(shape, [&](InterleavedWeights& w) -> Status {
+    const std::int64_t per_row = cols / kSuper;
+    std::uint8_t c[kInterleaveBlock];
+    for (std::int64_t r = 0; r < rows; ++r) {
+      for (std::int64_t s = 0; s < per_row; ++s) {
+        const std::int64_t index = r * per_row + s;
+        const ggml::BlockQ4_K& blk = blocks[index];
+        LOWBIT_TRY(finite_half(blk.d, index));
+        LOWBIT_TRY(finite_half(blk.dmin, index));
+        const float d = to_float(blk.d);
+        const float dmin = to_float(blk.dmin);
+        for (int j = 0; j < kSubBlocks; ++j) {
+          int sc = 0, m = 0;
+          ggml::detail::kquant::unpack_k4_scale(blk.scales, j, &sc, &m);
+          const std::int64_t b = kSubBlocks * s + j;
+          // The two products ggml's dequantizer rounds to float32 (exact here, see above).
+          Writer::scale(w, r, b, d * static_cast<float>(sc));
+          Writer::min(w, r, b, -(dmin * static_cast<float>(m)));
+          for (int l = 0; l < kInterleaveBlock; ++l)
+            c[l] = static_cast<std::uint8_t>(ggml::detail::kquant::k45_code(blk, j, l));
+          Writer::block(w, r, b, c);
+        }
+      }
+    }
+    return {};
+  });
 }
 
 // A lowbit packed matrix (format/packed_matrix.hpp, already validated by parse_packed_matrix):

@@ -6,7 +6,7 @@
 //   dot   = Σ_{e<32} v(code[r][32b+e]) · q[e]          exact int32 (|dot| ≤ 32·128·127)
 //   isum  = dot − z[r][g] · s                           exact int32
 //   acc   = fma(float(isum), d[r][g] · dx, acc)         float(isum) is exact (< 2^24)
-//   acc   = fma(m[r][g], ds, acc)                       min form (Q4_1) only
+//   acc   = fma(m[r][g], ds, acc)                       min form (Q4_1, Q4_K) only
 //
 // where q, dx (field d), s and ds belong to token t's k-block b (ActivationBlock).
 //   y[t][r] = acc (+ bias[r])                                    acc starts at +0
@@ -86,7 +86,7 @@ inline Problem make_problem(const InterleavedWeights& w, const ActivationBlock* 
 // Rows [row_block_begin · 16, row_block_end · 16) ∩ [0, rows) for every token.
 using Kernel = void(const Problem&, std::int64_t row_block_begin, std::int64_t row_block_end);
 
-// The eight (codes, scale, offset) combinations the builders of format/interleaved.hpp produce;
+// The nine (codes, scale, offset) combinations the builders of format/interleaved.hpp produce;
 // each kernel is instantiated for these only.
 template <InterleavedCodes C, InterleavedScale S, InterleavedOffset O>
 struct Format {
@@ -115,8 +115,11 @@ using FormatS8Sym =
     Format<InterleavedCodes::kSigned8, InterleavedScale::kFloat, InterleavedOffset::kImplicit>;
 using FormatS8Asym =
     Format<InterleavedCodes::kSigned8, InterleavedScale::kFloat, InterleavedOffset::kZeroPoint>;
+// ggml Q4_K: float d·sc and float −dmin·m per sub-block (format/interleaved.hpp).
+using FormatQ4_K =
+    Format<InterleavedCodes::kUnsigned4, InterleavedScale::kFloat, InterleavedOffset::kMin>;
 
-// Index 0..7 of the combination above, or -1 for one no builder makes.
+// Index 0..8 of the combination above, or -1 for one no builder makes.
 inline int format_index(const InterleavedWeights& w) noexcept {
   const InterleavedCodes c = w.codes_kind();
   const InterleavedScale s = w.scale_kind();
@@ -130,9 +133,10 @@ inline int format_index(const InterleavedWeights& w) noexcept {
   if (c == InterleavedCodes::kUnsigned4 && !half && o == InterleavedOffset::kZeroPoint) return 5;
   if (c == InterleavedCodes::kSigned8 && !half && o == InterleavedOffset::kImplicit) return 6;
   if (c == InterleavedCodes::kSigned8 && !half && o == InterleavedOffset::kZeroPoint) return 7;
+  if (c == InterleavedCodes::kUnsigned4 && !half && o == InterleavedOffset::kMin) return 8;
   return -1;
 }
-constexpr int kFormatCount = 8;
+constexpr int kFormatCount = 9;
 
 // Stores `count` (≤ 16) row values of token t starting at row `row`, adding the bias: the
 // epilogue every path shares when it cannot store a full vector.
