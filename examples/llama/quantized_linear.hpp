@@ -246,6 +246,40 @@ struct ExecutorOrSerial {
   explicit ExecutorOrSerial(lowbit::Executor* e) noexcept : executor(e ? *e : serial) {}
 };
 
+// The group-code entry points both code-taking layers share: codes + group parameters (and
+// GPTQ / AWQ results, which are such codes) become a QuantizedTensor handed to the layer's own
+// `from_quantized`. Layer is complete where these are instantiated (inside its member bodies).
+template <class Layer>
+Result<std::unique_ptr<Layer>> layer_from_codes(int bits, std::int64_t out, std::int64_t in,
+                                                std::int64_t group_size,
+                                                const std::uint8_t* codes, const float* scales,
+                                                const std::int32_t* zeros,
+                                                lowbit::Executor* executor) {
+  std::unique_ptr<Layer> l;
+  const auto make = [&](const auto& t) -> Status {
+    Result<std::unique_ptr<Layer>> r = Layer::from_quantized(t, executor);
+    if (!r) return r.status();
+    l = std::move(*r);
+    return {};
+  };
+  LOWBIT_TRY(with_group_codes(bits, out, in, group_size, codes, scales, zeros, make));
+  return l;
+}
+template <class Layer>
+Result<std::unique_ptr<Layer>> layer_from_gptq(const lowbit::GptqResult& r, int bits,
+                                               lowbit::Executor* executor) {
+  LOWBIT_TRY(check_gptq_groups(r));
+  return Layer::from_codes(bits, r.rows, r.cols, r.group_size, r.codes.data(), r.scales.data(),
+                           r.zeros.data(), executor);
+}
+template <class Layer>
+Result<std::unique_ptr<Layer>> layer_from_awq(const lowbit::AwqQuantized& q,
+                                              lowbit::Executor* executor) {
+  LOWBIT_TRY(check_awq(q));
+  return Layer::from_codes(q.bits, q.rows, q.cols, q.group_size, q.codes.data(), q.scales.data(),
+                           q.zeros.data(), executor);
+}
+
 }  // namespace detail
 
 // ---------------------------------------------------------------------------------------------
@@ -323,32 +357,20 @@ class DequantLinear final : public QuantizedLinear {
       int bits, std::int64_t out_features, std::int64_t in_features, std::int64_t group_size,
       const std::uint8_t* codes, const float* scales, const std::int32_t* zeros,
       lowbit::Executor* executor = nullptr) {
-    std::unique_ptr<DequantLinear> l;
-    LOWBIT_TRY(detail::with_group_codes(bits, out_features, in_features, group_size, codes, scales,
-                                        zeros, [&](const auto& t) -> Status {
-                                          Result<std::unique_ptr<DequantLinear>> r =
-                                              from_quantized(t, executor);
-                                          if (!r) return r.status();
-                                          l = std::move(*r);
-                                          return {};
-                                        }));
-    return l;
+    return detail::layer_from_codes<DequantLinear>(bits, out_features, in_features, group_size,
+                                               codes, scales, zeros, executor);
   }
 
   // lowbit::gptq_quantize's result (consecutive groups: no act-order, or static groups).
   static Result<std::unique_ptr<DequantLinear>> from_gptq(const lowbit::GptqResult& r, int bits,
                                                           lowbit::Executor* executor = nullptr) {
-    LOWBIT_TRY(detail::check_gptq_groups(r));
-    return from_codes(bits, r.rows, r.cols, r.group_size, r.codes.data(), r.scales.data(),
-                      r.zeros.data(), executor);
+    return detail::layer_from_gptq<DequantLinear>(r, bits, executor);
   }
 
   // lowbit::awq_pseudo_quantize's result (after scaling and clipping were applied to W).
   static Result<std::unique_ptr<DequantLinear>> from_awq(const lowbit::AwqQuantized& q,
                                                          lowbit::Executor* executor = nullptr) {
-    LOWBIT_TRY(detail::check_awq(q));
-    return from_codes(q.bits, q.rows, q.cols, q.group_size, q.codes.data(), q.scales.data(),
-                      q.zeros.data(), executor);
+    return detail::layer_from_awq<DequantLinear>(q, executor);
   }
 
   Status forward(const float* x, std::int64_t tokens, float* y) const override {
@@ -462,29 +484,17 @@ class Int8ActLinear final : public QuantizedLinear {
     if (bits != 4 && bits != 8)
       return Status(Errc::kUnsupported, "linear: the int8-activation kernels take 4- and 8-bit codes",
                     bits);
-    std::unique_ptr<Int8ActLinear> l;
-    LOWBIT_TRY(detail::with_group_codes(bits, out_features, in_features, group_size, codes, scales,
-                                        zeros, [&](const auto& t) -> Status {
-                                          Result<std::unique_ptr<Int8ActLinear>> r =
-                                              from_quantized(t, executor);
-                                          if (!r) return r.status();
-                                          l = std::move(*r);
-                                          return {};
-                                        }));
-    return l;
+    return detail::layer_from_codes<Int8ActLinear>(bits, out_features, in_features, group_size,
+                                               codes, scales, zeros, executor);
   }
 
   static Result<std::unique_ptr<Int8ActLinear>> from_gptq(const lowbit::GptqResult& r, int bits,
                                                           lowbit::Executor* executor = nullptr) {
-    LOWBIT_TRY(detail::check_gptq_groups(r));
-    return from_codes(bits, r.rows, r.cols, r.group_size, r.codes.data(), r.scales.data(),
-                      r.zeros.data(), executor);
+    return detail::layer_from_gptq<Int8ActLinear>(r, bits, executor);
   }
   static Result<std::unique_ptr<Int8ActLinear>> from_awq(const lowbit::AwqQuantized& q,
                                                          lowbit::Executor* executor = nullptr) {
-    LOWBIT_TRY(detail::check_awq(q));
-    return from_codes(q.bits, q.rows, q.cols, q.group_size, q.codes.data(), q.scales.data(),
-                      q.zeros.data(), executor);
+    return detail::layer_from_awq<Int8ActLinear>(q, executor);
   }
 
   Status forward(const float* x, std::int64_t tokens, float* y) const override {
