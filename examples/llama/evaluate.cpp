@@ -55,7 +55,6 @@
 // the scheme at fault), 2 for a bad command line.
 #include <Eigen/Core>
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -365,14 +364,13 @@ class Evaluation {
     kv.residual = 32;
     const lowbit::KvQuantConfig* kvp = scheme.kv_bits != 0 ? &kv : nullptr;
     row.windows = kvp ? std::min(o_.windows, o_.kv_windows) : o_.windows;
-    Result<llama::Perplexity> p = kvp ? decode_perplexity(*model, kv, row.windows)
-                                      : prefill_perplexity(*model, row.windows);
+    Result<llama::Perplexity> p = perplexity_of(*model, row.windows, kvp);
     if (!p) return p.status();
     row.ppl = p->perplexity;
     row.ce = p->cross_entropy;
     double& base = fp32_ppl_[row.windows];
     if (base == 0) {
-      Result<llama::Perplexity> b = prefill_perplexity(fp32_, row.windows);
+      Result<llama::Perplexity> b = perplexity_of(fp32_, row.windows);
       if (!b) return b.status();
       base = b->perplexity;
     }
@@ -643,53 +641,16 @@ class Evaluation {
   // -----------------------------------------------------------------------------------------
   // Measurements.
 
-  Result<llama::Perplexity> prefill_perplexity(const llama::LlamaModel& model,
-                                               std::int64_t windows) const {
+  // reference.json's protocol; with a quantized cache, each window decoded token by token so that
+  // attention reads every earlier position from the cache.
+  Result<llama::Perplexity> perplexity_of(const llama::LlamaModel& model, std::int64_t windows,
+                                               const lowbit::KvQuantConfig* kv = nullptr) const {
     llama::PerplexityOptions po;
+    po.kv = kv;
+    po.token_by_token = kv != nullptr;
     po.max_windows = windows;
     po.threads = 2;
     return llama::evaluate_perplexity(model, eval_.data(), eval_.size(), po);
-  }
-
-  // The same protocol, but one token at a time, so that attention reads every earlier position
-  // from the (quantized) cache. Windows shared by 2 threads, summed in window order.
-  Result<llama::Perplexity> decode_perplexity(const llama::LlamaModel& model,
-                                              const lowbit::KvQuantConfig& kv,
-                                              std::int64_t windows) const {
-    const std::int64_t n = 256, vocab = model.config().vocab_size;
-    std::vector<double> nll(static_cast<std::size_t>(windows), 0.0);
-    Status failed[2];
-    std::atomic<std::int64_t> next{0};
-    const auto worker = [&](int id) {
-      Result<llama::LlamaState> state = model.new_state(n, kv);
-      if (!state) {
-        failed[id] = state.status();
-        return;
-      }
-      std::vector<float> logits(static_cast<std::size_t>(vocab));
-      for (std::int64_t w = next.fetch_add(1); w < windows; w = next.fetch_add(1)) {
-        state->reset();
-        for (std::int64_t t = 0; t + 1 < n; ++t) {
-          failed[id] = model.decode(eval_[static_cast<std::size_t>(w * n + t)], *state, logits.data());
-          if (!failed[id]) return;
-          nll[static_cast<std::size_t>(w)] +=
-              llama::negative_log_likelihood(logits.data(), vocab, eval_[static_cast<std::size_t>(w * n + t + 1)]);
-        }
-      }
-    };
-    std::thread other(worker, 1);
-    worker(0);
-    other.join();
-    LOWBIT_TRY(failed[0]);
-    LOWBIT_TRY(failed[1]);
-    llama::Perplexity p;
-    p.windows = windows;
-    p.predictions = windows * (n - 1);
-    double total = 0;
-    for (double x : nll) total += x;
-    p.cross_entropy = total / static_cast<double>(p.predictions);
-    p.perplexity = std::exp(p.cross_entropy);
-    return p;
   }
 
   // Bytes of the cache after one full 256-token window.

@@ -863,6 +863,11 @@ struct PerplexityOptions {
   std::int64_t window = 256;
   std::int64_t max_windows = 0;  // evaluate only the first N windows; 0 = all
   int threads = 1;               // windows are shared out; each thread has its own state
+  // A quantized KV cache (null: fp32). A window's prefill attends to its own tokens in fp32, so
+  // a quantized cache is only exercised by decoding: set token_by_token to run each window as
+  // window − 1 single-token passes (every score then reads earlier positions from the cache).
+  const lowbit::KvQuantConfig* kv = nullptr;
+  bool token_by_token = false;
 };
 
 struct Perplexity {
@@ -900,7 +905,7 @@ inline Result<Perplexity> evaluate_perplexity(const LlamaModel& model, const std
   std::atomic<std::int64_t> next{0};
   const auto worker = [&](int id) {
     Status& status = failed[static_cast<std::size_t>(id)];
-    Result<LlamaState> state = model.new_state(n);
+    Result<LlamaState> state = options.kv ? model.new_state(n, *options.kv) : model.new_state(n);
     if (!state) {
       status = state.status();
       next.store(windows);
@@ -911,7 +916,12 @@ inline Result<Perplexity> evaluate_perplexity(const LlamaModel& model, const std
     for (std::int64_t w = next.fetch_add(1); w < windows; w = next.fetch_add(1)) {
       for (std::int64_t t = 0; t < n; ++t) ids[static_cast<std::size_t>(t)] = text[w * n + t];
       state->reset();
-      status = model.forward(ids.data(), n, *state, logits.data());
+      if (options.token_by_token) {
+        for (std::int64_t t = 0; t + 1 < n && status; ++t)
+          status = model.decode(ids[static_cast<std::size_t>(t)], *state, logits.data() + t * vocab);
+      } else {
+        status = model.forward(ids.data(), n, *state, logits.data());
+      }
       if (!status) {
         next.store(windows);
         return;

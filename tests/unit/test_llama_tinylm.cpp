@@ -528,6 +528,39 @@ TEST_CASE("llama: the perplexity evaluator follows the protocol") {
   CHECK(p8->cross_entropy == doctest::Approx(want).epsilon(1e-12));
   CHECK(p8->perplexity == doctest::Approx(std::exp(want)).epsilon(1e-12));
 
+  // Token by token (the mode a quantized KV cache needs) scores the same predictions: with the
+  // fp32 cache it equals the prefill up to float summation order; an 8-bit cache stays close,
+  // and one with no fp32 window and 2 bits moves it (the cache really is read).
+  {
+    llama::PerplexityOptions o;
+    o.window = kOptimized ? 128 : 32;
+    o.max_windows = 2;
+    o.threads = 2;
+    Result<llama::Perplexity> prefill = llama::evaluate_perplexity(model, text.data(), text.size(), o);
+    REQUIRE(prefill.has_value());
+    o.token_by_token = true;
+    Result<llama::Perplexity> steps = llama::evaluate_perplexity(model, text.data(), text.size(), o);
+    REQUIRE(steps.has_value());
+    CHECK(steps->predictions == prefill->predictions);
+    CHECK(steps->cross_entropy == doctest::Approx(prefill->cross_entropy).epsilon(1e-5));
+    lowbit::KvQuantConfig kv;
+    kv.bits = 8;
+    kv.group_tokens = 8;
+    kv.residual = 8;
+    o.kv = &kv;
+    Result<llama::Perplexity> kv8 = llama::evaluate_perplexity(model, text.data(), text.size(), o);
+    REQUIRE(kv8.has_value());
+    CHECK(kv8->cross_entropy == doctest::Approx(prefill->cross_entropy).epsilon(2e-3));
+    kv.bits = 2;
+    kv.residual = 0;
+    Result<llama::Perplexity> kv2 = llama::evaluate_perplexity(model, text.data(), text.size(), o);
+    REQUIRE(kv2.has_value());
+    CHECK(std::fabs(kv2->cross_entropy - prefill->cross_entropy) > 1e-4);
+    kv.bits = 3;  // a bad cache config is the state's error, passed on
+    CHECK(llama::evaluate_perplexity(model, text.data(), text.size(), o).status().code() ==
+          Errc::kUnsupported);
+  }
+
   // A trailing partial window is not scored; bad options and short text are Status values.
   llama::PerplexityOptions small;
   small.window = 5;
