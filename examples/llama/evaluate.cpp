@@ -307,6 +307,15 @@ class Evaluation {
         {"q2_K", GgmlType::kQ2_K}};
     for (const auto& g : ggml)
       s.push_back({g.first, "dequant ggml", nullptr, [this, t = g.second] { return ggml_scheme(t, false); }, 0});
+    // The same quantizers with an importance matrix (llama-imatrix's: the mean of x² per input
+    // channel on calibration text, here diag(XᵀX) up to a factor that does not change the result).
+    const std::pair<const char*, GgmlType> imatrix[] = {{"q4_K-imat", GgmlType::kQ4_K},
+                                                        {"q4_0-imat", GgmlType::kQ4_0},
+                                                        {"iq4_nl-imat", GgmlType::kIQ4_NL},
+                                                        {"q3_K-imat", GgmlType::kQ3_K},
+                                                        {"q2_K-imat", GgmlType::kQ2_K}};
+    for (const auto& g : imatrix)
+      s.push_back({g.first, "dequant ggml", nullptr, [this, t = g.second] { return ggml_scheme(t, false, true); }, 0});
     s.push_back({"mixed-2.5", "dequant packed", nullptr, [this] { return mixed(2.5, false); }, 0});
     s.push_back({"mixed-3.0", "dequant packed", nullptr, [this] { return mixed(3.0, false); }, 0});
     s.push_back({"mixed-3.0-gamma", "dequant packed", nullptr, [this] { return mixed(3.0, true); }, 0});
@@ -457,8 +466,17 @@ class Evaluation {
     });
   }
 
-  Result<Built> ggml_scheme(GgmlType type, bool int8_activations) {
-    return per_linear([&](const RowMatrix& w, std::size_t) -> Result<LinearPtr> {
+  Result<Built> ggml_scheme(GgmlType type, bool int8_activations, bool imatrix = false) {
+    return per_linear([&](const RowMatrix& w, std::size_t li) -> Result<LinearPtr> {
+      std::vector<float> importance;
+      if (imatrix) {
+        const Eigen::VectorXf d = calib_.at(layer_of(li), slot_of(li)).hessian->hessian().diagonal();
+        importance.assign(d.data(), d.data() + d.size());
+        Result<std::unique_ptr<llama::DequantLinear>> l = llama::DequantLinear::quantize_ggml(
+            type, w.data(), w.rows(), w.cols(), nullptr, importance.data());
+        if (!l) return l.status();
+        return LinearPtr(std::move(*l));
+      }
       if (int8_activations) {
         Result<std::unique_ptr<llama::Int8ActLinear>> l =
             llama::Int8ActLinear::quantize_ggml(type, w.data(), w.rows(), w.cols());
