@@ -1,7 +1,8 @@
 // lowbit_evaluate: every quantization scheme lowbit offers, on tinylm, in one run and one table.
 //
 //   lowbit_evaluate [--model-dir models/tinylm] [--full] [--windows N] [--calib-windows N]
-//                   [--schemes a,b,...] [--csv FILE] [--svg FILE] [--no-speed] [--list]
+//                   [--schemes a,b,...] [--csv FILE] [--svg FILE] [--no-speed] [--layer-speed]
+//                   [--list]
 //
 // For each scheme (--list prints them) the decoder linears of tinylm are quantized from the fp32
 // checkpoint and replaced by lowbit quantized layers running lowbit's kernels; the program then
@@ -39,6 +40,9 @@
 //                                   (int8 weights per channel, int8 activations per token)
 //   w4a8-gptq, q4_0-a8              4-bit weights with int8 activations per 32-block (gemm)
 //   q8_0 q6_K q4_K q4_0 iq4_nl ...  ggml's quantizers byte for byte, dequant_gemm on the blocks
+//   *-imat                          the same with an importance matrix from calibration text
+//   gptq-q4_K, gptq-q4_0, ...       GPTQ's values in those block formats (algo/gptq_ggml.hpp);
+//                                   gptq-q4_0-a8 runs them with int8 activations
 //   mixed-B[-gamma]                 seed 000's allocation b*_l = ½·log2(α_l·σ_l²/λ) at an average
 //                                   of B bits per weight (storage counted) over widths 8 (per
 //                                   channel), 4, 3 and 2 (groups of 128), GPTQ values at each
@@ -49,6 +53,10 @@
 //                                   perplexity is measured decoding token by token, so that
 //                                   every score reads the quantized cache, on at most 64 windows
 //                                   (255 passes each), against fp32 on the same windows
+//
+// Then, with --full or --layer-speed, the speed of one Llama-3-8B-shaped decoder layer with fp32,
+// INT8 and INT4 linears (layer_speed.hpp), where threads split each product: tinylm lives in
+// cache, that layer's 218M weights do not.
 //
 // Calibration (GPTQ Hessians, AWQ samples, SmoothQuant and mixed-precision statistics) reads
 // calib.txt through the fp32 model, never eval.txt. Exit status 0, 1 on an error (printed with
@@ -68,10 +76,12 @@
 #include <thread>
 #include <vector>
 
+#include "llama/layer_speed.hpp"
 #include "llama/llama.hpp"
 #include "llama/quantized_linear.hpp"
 #include "lowbit/algo/awq.hpp"
 #include "lowbit/algo/gptq.hpp"
+#include "lowbit/algo/gptq_ggml.hpp"
 #include "lowbit/algo/hessian.hpp"
 #include "lowbit/algo/mixed_precision.hpp"
 #include "lowbit/algo/smoothquant.hpp"
@@ -98,7 +108,7 @@ struct Options {
   std::int64_t kv_windows = 64;  // at most: decoding token by token costs 255 passes a window
   std::int64_t prompt = 512, decode_steps = 64;
   int reps = 1;
-  bool speed = true, full = false;
+  bool speed = true, full = false, layer_speed = false;
   std::string only, csv, svg;
 };
 
@@ -316,6 +326,16 @@ class Evaluation {
                                                         {"q2_K-imat", GgmlType::kQ2_K}};
     for (const auto& g : imatrix)
       s.push_back({g.first, "dequant ggml", nullptr, [this, t = g.second] { return ggml_scheme(t, false, true); }, 0});
+    // GPTQ's values written in the same block formats (algo/gptq_ggml.hpp), block parameters
+    // from ggml's own search with diag(H) as importance: the files an engine already reads.
+    const std::pair<const char*, GgmlType> gptq_ggml[] = {{"gptq-q4_K", GgmlType::kQ4_K},
+                                                          {"gptq-q4_0", GgmlType::kQ4_0},
+                                                          {"gptq-iq4_nl", GgmlType::kIQ4_NL},
+                                                          {"gptq-q3_K", GgmlType::kQ3_K},
+                                                          {"gptq-q2_K", GgmlType::kQ2_K}};
+    for (const auto& g : gptq_ggml)
+      s.push_back({g.first, "dequant ggml", nullptr, [this, t = g.second] { return gptq_ggml_scheme(t, false); }, 0});
+    s.push_back({"gptq-q4_0-a8", "int8-act gemm", nullptr, [this] { return gptq_ggml_scheme(GgmlType::kQ4_0, true); }, 0});
     s.push_back({"mixed-2.5", "dequant packed", nullptr, [this] { return mixed(2.5, false); }, 0});
     s.push_back({"mixed-3.0", "dequant packed", nullptr, [this] { return mixed(3.0, false); }, 0});
     s.push_back({"mixed-3.0-gamma", "dequant packed", nullptr, [this] { return mixed(3.0, true); }, 0});
@@ -485,6 +505,33 @@ class Evaluation {
       }
       Result<std::unique_ptr<llama::DequantLinear>> l =
           llama::DequantLinear::quantize_ggml(type, w.data(), w.rows(), w.cols());
+      if (!l) return l.status();
+      return LinearPtr(std::move(*l));
+    });
+  }
+
+  Result<Built> gptq_ggml_scheme(GgmlType type, bool int8_activations) {
+    return per_linear([&](const RowMatrix& w, std::size_t li) -> Result<LinearPtr> {
+      std::vector<std::uint8_t> bytes;
+      LOWBIT_TRY(llama::detail::with_ggml_block(type, [&](auto block) -> Status {
+        using Block = decltype(block);
+        lowbit::GptqGgmlOptions o;
+        o.executor = &pool_;
+        Result<lowbit::GptqGgmlResult<Block>> r = lowbit::gptq_quantize_ggml<Block>(
+            cview(w), calib_.at(layer_of(li), slot_of(li)).hessian->hessian(), o);
+        if (!r) return r.status();
+        bytes.resize(r->blocks.size() * sizeof(Block));
+        std::memcpy(bytes.data(), r->blocks.data(), bytes.size());
+        return {};
+      }));
+      if (int8_activations) {
+        Result<std::unique_ptr<llama::Int8ActLinear>> l =
+            llama::Int8ActLinear::from_ggml(type, bytes.data(), bytes.size(), w.rows(), w.cols());
+        if (!l) return l.status();
+        return LinearPtr(std::move(*l));
+      }
+      Result<std::unique_ptr<llama::DequantLinear>> l =
+          llama::DequantLinear::from_ggml(type, std::move(bytes), w.rows(), w.cols());
       if (!l) return l.status();
       return LinearPtr(std::move(*l));
     });
@@ -854,7 +901,8 @@ void write_svg(const std::string& path, const std::vector<Row>& rows, const std:
 int usage() {
   std::fprintf(stderr,
                "usage: lowbit_evaluate [--model-dir D] [--full] [--windows N] [--calib-windows N]\n"
-               "                       [--schemes a,b,...] [--csv FILE] [--svg FILE] [--no-speed] [--list]\n");
+               "                       [--schemes a,b,...] [--csv FILE] [--svg FILE] [--no-speed]\n"
+               "                       [--layer-speed] [--list]\n");
   return 2;
 }
 
@@ -874,6 +922,7 @@ int main(int argc, char** argv) {
     else if (a == "--csv") o.csv = next();
     else if (a == "--svg") o.svg = next();
     else if (a == "--no-speed") o.speed = false;
+    else if (a == "--layer-speed") o.layer_speed = true;
     else if (a == "--list") list = true;
     else return usage();
   }
@@ -882,6 +931,7 @@ int main(int argc, char** argv) {
     o.calib_windows = 128;
     o.decode_steps = 128;
     o.reps = 3;
+    o.layer_speed = true;
   }
   if (o.windows < 1 || o.windows > 1024 || o.calib_windows < 1 || o.calib_windows > 1024) {
     std::fprintf(stderr, "lowbit_evaluate: window counts must be in 1..1024\n");
@@ -964,6 +1014,14 @@ int main(int argc, char** argv) {
   if (!o.svg.empty())
     write_svg(o.svg, rows,
               "tinylm: perplexity change vs bits per weight (" + std::to_string(o.windows) + " windows)");
+  if (o.layer_speed) {
+    std::printf("\n");
+    const Status s = llama::run_layer_speed(llama::LayerSpeedOptions{});
+    if (!s) {
+      std::fprintf(stderr, "lowbit_evaluate: layer speed: %s (%s)\n", s.message(), lowbit::errc_name(s.code()));
+      return 1;
+    }
+  }
   std::printf("\ntotal %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   return 0;
 }

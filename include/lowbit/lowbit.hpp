@@ -36,6 +36,7 @@
 #include "lowbit/algo/gamma.hpp"
 #include "lowbit/algo/hessian.hpp"
 #include "lowbit/algo/gptq.hpp"
+#include "lowbit/algo/gptq_ggml.hpp"
 #include "lowbit/algo/smoothquant.hpp"
 #include "lowbit/algo/awq.hpp"
 #include "lowbit/algo/llm_int8.hpp"

@@ -313,6 +313,124 @@ inline bool gptq_quantize_column(const float* w, const GptqQuantParams* p, float
   return true;
 }
 
+// Rows per parallel task: enough that the block GEMM inside a slice stays efficient.
+inline constexpr std::int64_t kGptqRowsPerTask = 64;
+
+// ---------------------------------------------------------------------------------------------
+// GPTQ's machinery with the quantizer left open (also used by algo/gptq_ggml.hpp).
+
+// H must be a valid, finite n × n view.
+inline Status gptq_check_hessian(MatrixView<const float> h, std::int64_t n) noexcept {
+  LOWBIT_TRY(h.validate());
+  if (h.rows() != n || h.cols() != n)
+    return {Errc::kShapeMismatch, "Hessian must be in x in for W of shape out x in"};
+  return check_data(h);
+}
+
+inline Status gptq_check_sweep_options(std::int64_t block_size, float percdamp,
+                                       int max_damping_retries) noexcept {
+  if (block_size < 1) return {Errc::kInvalidArgument, "block_size must be positive"};
+  if (!(percdamp >= 0.0f) || !std::isfinite(percdamp))
+    return {Errc::kInvalidArgument, "percdamp must be a finite number >= 0"};
+  if (max_damping_retries < 0 || max_damping_retries > 32)
+    return {Errc::kInvalidArgument, "max_damping_retries must be in 0..32"};
+  return {};
+}
+
+// Dead columns (diag 0) and the mean diagonal (dead columns counting 1) of a checked H; the
+// processing order is left to the caller.
+inline Status gptq_hessian_setup(MatrixView<const float> h, std::int64_t rows, GptqSetup* s) {
+  const std::int64_t n = h.rows();
+  s->rows = rows;
+  s->cols = n;
+  s->dead.assign(static_cast<std::size_t>(n), 0);
+  double diag_sum = 0.0;
+  for (std::int64_t c = 0; c < n; ++c) {
+    const float d = h(c, c);
+    if (d < 0.0f)
+      return {Errc::kInvalidArgument, "Hessian has a negative diagonal entry", c * n + c};
+    s->dead[static_cast<std::size_t>(c)] = d == 0.0f;
+    diag_sum += d == 0.0f ? 1.0 : static_cast<double>(d);
+  }
+  s->mean_diag = static_cast<float>(diag_sum / static_cast<double>(n));
+  return {};
+}
+
+struct GptqDamping {
+  float percdamp = 0.0f;
+  float damp = 0.0f;
+  int retries = 0;
+};
+
+// Factors the damped Hessian and runs attempt(u) (true on success), raising the relative damping
+// tenfold (a zero one to kGptqFirstRetryPercdamp) after a failed factorisation or attempt.
+template <class Attempt>
+Result<GptqDamping> gptq_with_damping(MatrixView<const float> h, const GptqSetup& s,
+                                      float percdamp, int max_retries, Attempt&& attempt) {
+  Eigen::MatrixXf u;
+  for (int retries = 0;; ++retries) {
+    const float damp = percdamp * s.mean_diag;
+    if (std::isfinite(damp) && gptq_inverse_factor(h, s, damp, u) && attempt(u))
+      return GptqDamping{percdamp, damp, retries};
+    if (retries >= max_retries)
+      return Status(Errc::kNumericalIssue,
+                    "GPTQ: Cholesky factorisation failed at every damping tried");
+    percdamp = percdamp > 0.0f ? percdamp * 10.0f : kGptqFirstRetryPercdamp;
+  }
+}
+
+// Row slices for the executor: at most one per thread, each a whole number of kGptqRowsPerTask
+// rows apart from the last, so the Eigen products inside a slice stay large.
+inline std::int64_t gptq_slice_count(std::int64_t rows, const Executor& executor) noexcept {
+  const std::int64_t row_blocks = (rows + kGptqRowsPerTask - 1) / kGptqRowsPerTask;
+  return std::max<std::int64_t>(
+      1, std::min<std::int64_t>(std::max(executor.concurrency(), 1), row_blocks));
+}
+
+// Runs slice(t, first_row, row_count) -> bool for t = 0 … slices − 1; true if all succeeded.
+template <class Slice>
+bool gptq_for_row_slices(std::int64_t rows, std::int64_t slices, Executor& executor,
+                         Slice&& slice) {
+  const std::int64_t row_blocks = (rows + kGptqRowsPerTask - 1) / kGptqRowsPerTask;
+  std::vector<char> ok(static_cast<std::size_t>(slices), 0);
+  executor.parallel_for(slices, [&](std::int64_t first, std::int64_t last) {
+    for (std::int64_t t = first; t < last; ++t) {
+      const std::int64_t r0 = row_blocks * t / slices * kGptqRowsPerTask;
+      const std::int64_t r1 = std::min(rows, row_blocks * (t + 1) / slices * kGptqRowsPerTask);
+      ok[static_cast<std::size_t>(t)] = slice(t, r0, r1 - r0);
+    }
+  });
+  return std::all_of(ok.begin(), ok.end(), [](char c) { return c != 0; });
+}
+
+// The lazy-batch column sweep over the working weights w (rows × n, processing order) with the
+// inverse factor u. column(j, w1, i, err) quantizes column j, held in column i of the batch
+// buffer w1 (whose columns i … hold the weights updated by every column before j), and writes
+// the rows' scaled errors (w − q)/U_jj to err; false aborts the sweep.
+template <class Column>
+bool gptq_lazy_sweep(Eigen::MatrixXf& w, const Eigen::MatrixXf& u, std::int64_t batch,
+                     Column&& column) {
+  const std::int64_t n = w.cols();
+  batch = std::min(batch, n);
+  Eigen::MatrixXf w1(w.rows(), batch), err1(w.rows(), batch);
+  for (std::int64_t i1 = 0; i1 < n; i1 += batch) {
+    const std::int64_t count = std::min(batch, n - i1);
+    w1.leftCols(count) = w.middleCols(i1, count);
+    for (std::int64_t i = 0; i < count; ++i) {
+      const std::int64_t j = i1 + i;
+      if (!column(j, w1, i, &err1(0, i))) return false;
+      for (std::int64_t k = i + 1; k < count; ++k) w1.col(k) -= u(j, i1 + k) * err1.col(i);
+    }
+    const std::int64_t rest = n - i1 - count;
+    if (rest > 0)
+      w.rightCols(rest).noalias() -= err1.leftCols(count) * u.block(i1, i1 + count, count, rest);
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reference quantizer's sweep.
+
 // One attempt at a given damping on the rows [r0, r0 + count) of W. Rows are independent once U
 // is known (every update is row-wise: W[r, :] depends only on W[r, :] and U), so slices of rows
 // run in parallel with identical results. `levels` gets (rows × cols) column-major levels in
@@ -346,43 +464,14 @@ inline bool gptq_run_rows(MatrixView<const float> w_in, const Eigen::MatrixXf& u
     return p;
   };
 
-  if (!lazy) {
-    Eigen::VectorXf err(rows);
-    for (std::int64_t j = 0; j < n; ++j) {
-      const GptqQuantParams* p = params_for(j);
-      if (p == nullptr) return false;
-      if (!gptq_quantize_column(&w(0, j), p, s.maxq, u(j, j), rows, &levels(r0, j), err.data(),
-                                loss))
-        return false;
-      const std::int64_t rest = n - j - 1;
-      if (rest > 0) w.rightCols(rest).noalias() -= err * u.row(j).tail(rest);
-    }
-    return std::isfinite(*loss);
-  }
-
-  const std::int64_t block = std::min(opt.block_size, n);
-  Eigen::MatrixXf w1(rows, block), err1(rows, block);
-  for (std::int64_t i1 = 0; i1 < n; i1 += block) {
-    const std::int64_t count = std::min(block, n - i1);
-    w1.leftCols(count) = w.middleCols(i1, count);
-    for (std::int64_t i = 0; i < count; ++i) {
-      const std::int64_t j = i1 + i;
-      const GptqQuantParams* p = params_for(j);  // reads w, not w1: stale inside the block
-      if (p == nullptr) return false;
-      if (!gptq_quantize_column(&w1(0, i), p, s.maxq, u(j, j), rows, &levels(r0, j), &err1(0, i),
-                                loss))
-        return false;
-      for (std::int64_t k = i + 1; k < count; ++k) w1.col(k) -= u(j, i1 + k) * err1.col(i);
-    }
-    const std::int64_t rest = n - i1 - count;
-    if (rest > 0)
-      w.rightCols(rest).noalias() -= err1.leftCols(count) * u.block(i1, i1 + count, count, rest);
-  }
-  return std::isfinite(*loss);
+  // Without lazy batches every column updates W at once: a batch of one column.
+  const auto column = [&](std::int64_t j, const Eigen::MatrixXf& w1, std::int64_t i, float* err) {
+    const GptqQuantParams* p = params_for(j);  // reads w, not w1: stale inside a batch
+    return p != nullptr &&
+           gptq_quantize_column(&w1(0, i), p, s.maxq, u(j, j), rows, &levels(r0, j), err, loss);
+  };
+  return gptq_lazy_sweep(w, u, lazy ? opt.block_size : 1, column) && std::isfinite(*loss);
 }
-
-// Rows per parallel task: enough that the block GEMM inside a slice stays efficient.
-inline constexpr std::int64_t kGptqRowsPerTask = 64;
 
 // All rows, split into slices over the executor. The loss is summed slice by slice in slice
 // order, so the result does not depend on which thread ran which slice.
@@ -392,28 +481,16 @@ inline bool gptq_run(MatrixView<const float> w_in, const Eigen::MatrixXf& u, con
                      double* loss) {
   params = s.fixed;
   levels.resize(s.rows, s.cols);
-  const int threads = std::max(executor.concurrency(), 1);
-  // At most one slice per thread (fewer when the rows are few), each a whole number of
-  // kGptqRowsPerTask rows apart from the last.
-  const std::int64_t row_blocks = (s.rows + kGptqRowsPerTask - 1) / kGptqRowsPerTask;
-  const std::int64_t slices = std::max<std::int64_t>(1, std::min<std::int64_t>(threads, row_blocks));
+  const std::int64_t slices = gptq_slice_count(s.rows, executor);
   std::vector<double> slice_loss(static_cast<std::size_t>(slices), 0.0);
-  std::vector<char> slice_ok(static_cast<std::size_t>(slices), 0);
-  executor.parallel_for(slices, [&](std::int64_t first, std::int64_t last) {
-    for (std::int64_t t = first; t < last; ++t) {
-      const std::int64_t b0 = row_blocks * t / slices, b1 = row_blocks * (t + 1) / slices;
-      const std::int64_t r0 = b0 * kGptqRowsPerTask;
-      const std::int64_t r1 = std::min(s.rows, b1 * kGptqRowsPerTask);
-      slice_ok[static_cast<std::size_t>(t)] = gptq_run_rows(
-          w_in, u, s, opt, lazy, r0, r1 - r0, levels, params, &slice_loss[static_cast<std::size_t>(t)]);
-    }
-  });
+  const bool ok = gptq_for_row_slices(
+      s.rows, slices, executor, [&](std::int64_t t, std::int64_t r0, std::int64_t count) {
+        return gptq_run_rows(w_in, u, s, opt, lazy, r0, count, levels, params,
+                             &slice_loss[static_cast<std::size_t>(t)]);
+      });
   *loss = 0.0;
-  for (std::int64_t t = 0; t < slices; ++t) {
-    if (!slice_ok[static_cast<std::size_t>(t)]) return false;
-    *loss += slice_loss[static_cast<std::size_t>(t)];
-  }
-  return std::isfinite(*loss);
+  for (const double l : slice_loss) *loss += l;
+  return ok && std::isfinite(*loss);
 }
 
 inline Result<GptqResult> gptq_quantize_impl(MatrixView<const float> w, MatrixView<const float> h,
@@ -421,34 +498,16 @@ inline Result<GptqResult> gptq_quantize_impl(MatrixView<const float> w, MatrixVi
   SerialExecutor serial;
   Executor& executor = opt.executor != nullptr ? *opt.executor : serial;
   LOWBIT_TRY(check_data(w));
-  LOWBIT_TRY(h.validate());
-  if (h.rows() != w.cols() || h.cols() != w.cols())
-    return Status(Errc::kShapeMismatch, "Hessian must be in x in for W of shape out x in");
-  LOWBIT_TRY(check_data(h));
+  LOWBIT_TRY(gptq_check_hessian(h, w.cols()));
   LOWBIT_TRY(check_gptq_quantizer(opt.bits, opt.group_size, w.cols()));
-  if (opt.block_size < 1) return Status(Errc::kInvalidArgument, "block_size must be positive");
-  if (!(opt.percdamp >= 0.0f) || !std::isfinite(opt.percdamp))
-    return Status(Errc::kInvalidArgument, "percdamp must be a finite number >= 0");
-  if (opt.max_damping_retries < 0 || opt.max_damping_retries > 32)
-    return Status(Errc::kInvalidArgument, "max_damping_retries must be in 0..32");
+  LOWBIT_TRY(gptq_check_sweep_options(opt.block_size, opt.percdamp, opt.max_damping_retries));
 
   GptqSetup s;
-  s.rows = w.rows();
-  s.cols = w.cols();
+  LOWBIT_TRY(gptq_hessian_setup(h, w.rows(), &s));
   const std::int64_t rows = s.rows, n = s.cols;
   s.group_size = opt.group_size > 0 ? opt.group_size : n;
   s.groups = n / s.group_size;
   s.maxq = static_cast<float>((1 << opt.bits) - 1);
-  s.dead.assign(static_cast<std::size_t>(n), 0);
-  double diag_sum = 0.0;
-  for (std::int64_t c = 0; c < n; ++c) {
-    const float d = h(c, c);
-    if (d < 0.0f)
-      return Status(Errc::kInvalidArgument, "Hessian has a negative diagonal entry", c * n + c);
-    s.dead[static_cast<std::size_t>(c)] = d == 0.0f;
-    diag_sum += d == 0.0f ? 1.0 : static_cast<double>(d);
-  }
-  s.mean_diag = static_cast<float>(diag_sum / static_cast<double>(n));
 
   // Parameters that do not depend on the updates. The original W's groups must be quantizable at
   // all: a range that is subnormal or overflows float32 is an input error, not a numerical one.
@@ -485,55 +544,49 @@ inline Result<GptqResult> gptq_quantize_impl(MatrixView<const float> w, MatrixVi
                      [&](std::int64_t a, std::int64_t b) { return diag(a) > diag(b); });
   }
 
-  Eigen::MatrixXf u, levels;
+  Eigen::MatrixXf levels;
   std::vector<GptqQuantParams> params;
   double loss = 0.0;
-  float percdamp = opt.percdamp;
-  for (int attempt = 0;; ++attempt) {
-    const float damp = percdamp * s.mean_diag;
-    if (std::isfinite(damp) && gptq_inverse_factor(h, s, damp, u) &&
-        gptq_run(w, u, s, opt, lazy, executor, levels, params, &loss)) {
-      GptqResult out;
-      out.rows = rows;
-      out.cols = n;
-      out.group_size = s.group_size;
-      out.groups = s.groups;
-      out.perm = s.perm;
-      out.loss = loss;
-      out.percdamp = percdamp;
-      out.damp = damp;
-      out.damping_retries = attempt;
-      out.codes.resize(static_cast<std::size_t>(rows * n));
-      out.dequantized.resize(static_cast<std::size_t>(rows * n));
-      out.g_idx.resize(static_cast<std::size_t>(n));
-      out.scales.resize(static_cast<std::size_t>(rows * s.groups));
-      out.zeros.resize(static_cast<std::size_t>(rows * s.groups));
-      for (std::int64_t j = 0; j < n; ++j) {
-        const std::int64_t c = s.perm[static_cast<std::size_t>(j)];
-        std::int64_t g = 0;
-        if (opt.group_size > 0) g = opt.static_groups ? c / s.group_size : j / s.group_size;
-        out.g_idx[static_cast<std::size_t>(c)] = g;
-        const GptqQuantParams* p = &params[static_cast<std::size_t>(g * rows)];
-        for (std::int64_t r = 0; r < rows; ++r) {
-          const auto k = static_cast<std::size_t>(r * n + c);
-          out.codes[k] = static_cast<std::uint8_t>(levels(r, j));
-          out.dequantized[k] = gptq_dequantize(levels(r, j), p[r]);
-        }
-      }
-      for (std::int64_t g = 0; g < s.groups; ++g) {
-        for (std::int64_t r = 0; r < rows; ++r) {
-          const GptqQuantParams p = params[static_cast<std::size_t>(g * rows + r)];
-          out.scales[static_cast<std::size_t>(r * s.groups + g)] = p.scale;
-          out.zeros[static_cast<std::size_t>(r * s.groups + g)] = static_cast<std::int32_t>(p.zero);
-        }
-      }
-      return out;
+  const Result<GptqDamping> damping = gptq_with_damping(
+      h, s, opt.percdamp, opt.max_damping_retries, [&](const Eigen::MatrixXf& u) {
+        return gptq_run(w, u, s, opt, lazy, executor, levels, params, &loss);
+      });
+  if (!damping) return damping.status();
+  GptqResult out;
+  out.rows = rows;
+  out.cols = n;
+  out.group_size = s.group_size;
+  out.groups = s.groups;
+  out.perm = s.perm;
+  out.loss = loss;
+  out.percdamp = damping->percdamp;
+  out.damp = damping->damp;
+  out.damping_retries = damping->retries;
+  out.codes.resize(static_cast<std::size_t>(rows * n));
+  out.dequantized.resize(static_cast<std::size_t>(rows * n));
+  out.g_idx.resize(static_cast<std::size_t>(n));
+  out.scales.resize(static_cast<std::size_t>(rows * s.groups));
+  out.zeros.resize(static_cast<std::size_t>(rows * s.groups));
+  for (std::int64_t j = 0; j < n; ++j) {
+    const std::int64_t c = s.perm[static_cast<std::size_t>(j)];
+    std::int64_t g = 0;
+    if (opt.group_size > 0) g = opt.static_groups ? c / s.group_size : j / s.group_size;
+    out.g_idx[static_cast<std::size_t>(c)] = g;
+    const GptqQuantParams* p = &params[static_cast<std::size_t>(g * rows)];
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const auto k = static_cast<std::size_t>(r * n + c);
+      out.codes[k] = static_cast<std::uint8_t>(levels(r, j));
+      out.dequantized[k] = gptq_dequantize(levels(r, j), p[r]);
     }
-    if (attempt >= opt.max_damping_retries)
-      return Status(Errc::kNumericalIssue,
-                    "GPTQ: Cholesky factorisation failed at every damping tried");
-    percdamp = percdamp > 0.0f ? percdamp * 10.0f : kGptqFirstRetryPercdamp;
   }
+  for (std::int64_t g = 0; g < s.groups; ++g) {
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const GptqQuantParams p = params[static_cast<std::size_t>(g * rows + r)];
+      out.scales[static_cast<std::size_t>(r * s.groups + g)] = p.scale;
+      out.zeros[static_cast<std::size_t>(r * s.groups + g)] = static_cast<std::int32_t>(p.zero);
+    }
+  }
+  return out;
 }
 
 }  // namespace detail
