@@ -299,17 +299,17 @@ class Evaluation {
     }); };
     s.push_back({"fp32", "Eigen fp32", nullptr, fp32, 0});
     s.push_back({"bf16", "dequant bf16", nullptr, [this] { return bf16(); }, 0});
-    s.push_back({"rtn-w8", "dequant packed", "int8_per_channel_sym", [=] { return rtn_scheme(w8); }, 0});
-    s.push_back({"rtn-w4-g128", "dequant packed", "int4_g128_asym", [=] { return rtn_scheme(w4); }, 0});
-    s.push_back({"rtn-w4-g128-sym", "dequant packed", "int4_g128_sym", [=] { return rtn_scheme(w4s); }, 0});
-    s.push_back({"rtn-w3-g128", "dequant packed", "int3_g128_asym", [=] { return rtn_scheme(w3); }, 0});
-    s.push_back({"rtn-w2-g64", "dequant packed", "int2_g64_asym", [=] { return rtn_scheme(w2); }, 0});
-    s.push_back({"gptq-w4-g128", "dequant packed", nullptr, [=] { return gptq_scheme(w4, false); }, 0});
-    s.push_back({"gptq-w3-g128", "dequant packed", nullptr, [=] { return gptq_scheme(w3, false); }, 0});
-    s.push_back({"gptq-w2-g64", "dequant packed", nullptr, [=] { return gptq_scheme(w2, false); }, 0});
-    s.push_back({"awq-w4-g128", "dequant packed", nullptr, [=] { return awq_scheme(w4); }, 0});
+    s.push_back({"rtn-w8", "dequant packed", "int8_per_channel_sym", [this, w8] { return rtn_scheme(w8); }, 0});
+    s.push_back({"rtn-w4-g128", "dequant packed", "int4_g128_asym", [this, w4] { return rtn_scheme(w4); }, 0});
+    s.push_back({"rtn-w4-g128-sym", "dequant packed", "int4_g128_sym", [this, w4s] { return rtn_scheme(w4s); }, 0});
+    s.push_back({"rtn-w3-g128", "dequant packed", "int3_g128_asym", [this, w3] { return rtn_scheme(w3); }, 0});
+    s.push_back({"rtn-w2-g64", "dequant packed", "int2_g64_asym", [this, w2] { return rtn_scheme(w2); }, 0});
+    s.push_back({"gptq-w4-g128", "dequant packed", nullptr, [this, w4] { return gptq_scheme(w4, false); }, 0});
+    s.push_back({"gptq-w3-g128", "dequant packed", nullptr, [this, w3] { return gptq_scheme(w3, false); }, 0});
+    s.push_back({"gptq-w2-g64", "dequant packed", nullptr, [this, w2] { return gptq_scheme(w2, false); }, 0});
+    s.push_back({"awq-w4-g128", "dequant packed", nullptr, [this, w4] { return awq_scheme(w4); }, 0});
     s.push_back({"w8a8-sq", "gemm_w8a8", nullptr, [this] { return smoothquant(); }, 0});
-    s.push_back({"w4a8-gptq", "int8-act gemm", nullptr, [=] { return gptq_scheme(w4, true); }, 0});
+    s.push_back({"w4a8-gptq", "int8-act gemm", nullptr, [this, w4] { return gptq_scheme(w4, true); }, 0});
     s.push_back({"q4_0-a8", "int8-act gemm", nullptr, [this] { return ggml_scheme(GgmlType::kQ4_0, true); }, 0});
     const std::pair<const char*, GgmlType> ggml[] = {
         {"q8_0", GgmlType::kQ8_0}, {"q6_K", GgmlType::kQ6_K},     {"q4_K", GgmlType::kQ4_K},
@@ -361,10 +361,8 @@ class Evaluation {
     row.seconds_to_quantize = seconds_since(t0);
     std::size_t index = 0, params = 0;
     for (const LinearPtr& l : built->linears) {
-      const auto* q = dynamic_cast<const llama::QuantizedLinear*>(l.get());
-      const double n = static_cast<double>(l->in_features() * l->out_features());
-      row.linear_bytes += q != nullptr ? static_cast<double>(q->weight_bytes()) : 4.0 * n;
-      params += static_cast<std::size_t>(n);
+      row.linear_bytes += static_cast<double>(l->weight_bytes());
+      params += static_cast<std::size_t>(l->in_features() * l->out_features());
     }
     row.bpw = 8.0 * row.linear_bytes / static_cast<double>(params);
     const llama::LlamaConfig& cfg = fp32_.config();

@@ -39,6 +39,7 @@
 #include <atomic>
 #include <charconv>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -363,6 +364,11 @@ class Linear {
   virtual ~Linear() = default;
 
   virtual Status forward(const float* x, std::int64_t tokens, float* y) const = 0;
+  // Bytes of the weights the layer reads, for size reports: fp32 unless a quantized layer says
+  // otherwise (quantized_linear.hpp).
+  virtual std::size_t weight_bytes() const noexcept {
+    return static_cast<std::size_t>(in_features_ * out_features_) * sizeof(float);
+  }
 
   std::int64_t in_features() const noexcept { return in_features_; }
   std::int64_t out_features() const noexcept { return out_features_; }

@@ -80,7 +80,7 @@ class QuantizedLinear : public Linear {
  public:
   using Linear::Linear;
   // Bytes of the weights as held and streamed (see the header comment per kind).
-  virtual std::size_t weight_bytes() const noexcept = 0;
+  std::size_t weight_bytes() const noexcept override = 0;
   // "dequant q8_0", "int8-act q4_0", "w8a8 per-channel", ...
   virtual std::string format() const = 0;
   double bits_per_weight() const noexcept {
