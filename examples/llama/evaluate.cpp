@@ -829,7 +829,7 @@ void write_svg(const std::string& path, const std::vector<Row>& rows, const std:
     std::fprintf(stderr, "lowbit_evaluate: cannot write %s\n", path.c_str());
     return;
   }
-  const double W = 900, H = 560, left = 70, right = 30, top = 50, bottom = 60;
+  const double W = 1000, H = 720, left = 70, right = 30, top = 50, bottom = 60;
   double ymax = 1.0;
   for (const Row& r : rows)
     if (!r.kv) ymax = std::max(ymax, r.delta_percent());
@@ -854,8 +854,9 @@ void write_svg(const std::string& path, const std::vector<Row>& rows, const std:
                (left + W - right) / 2, H - 18);
   std::fprintf(f, "<text x=\"16\" y=\"%.0f\" transform=\"rotate(-90 16 %.0f)\" text-anchor=\"middle\">perplexity vs fp32</text>\n",
                (top + H - bottom) / 2, (top + H - bottom) / 2);
-  // Colour by family; labels placed greedily beside their point, moved up or down until they
-  // overlap no earlier label (the 4-bit schemes crowd around 4.3-4.5 bpw).
+  // Colour by family; labels placed greedily beside their point, moved up or down (inside the
+  // plot) until they overlap no earlier label; a point with no free place keeps no label (the
+  // CSV names every point).
   const auto starts = [](const std::string& name, const char* prefix) { return name.rfind(prefix, 0) == 0; };
   struct Box { double x0, y0, x1, y1; };
   std::vector<Box> placed;
@@ -869,9 +870,10 @@ void write_svg(const std::string& path, const std::vector<Row>& rows, const std:
                          : starts(r.name, "w8a8") ? "#27ae60" : "#2980b9";
     const double px = X(r.bpw), py = Y(d), width = 6.2 * static_cast<double>(r.name.size());
     std::fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\"/>\n", px, py, colour);
-    for (int attempt = 0; attempt < 24; ++attempt) {
+    for (int attempt = 0; attempt < 40; ++attempt) {
       const double dy = (attempt % 2 == 0 ? -1.0 : 1.0) * 12.0 * ((attempt + 1) / 2);
       const Box b{px + 6, py + 3 + dy - 11, px + 6 + width, py + 3 + dy};
+      if (b.y0 < top || b.y1 > H - bottom) continue;
       const bool clear = std::none_of(placed.begin(), placed.end(), [&](const Box& o) {
         return b.x0 < o.x1 && o.x0 < b.x1 && b.y0 < o.y1 && o.y0 < b.y1;
       });
