@@ -250,7 +250,8 @@ struct Built {
 
 struct Row {
   std::string name, layer;
-  double bpw = 0, linear_bytes = 0, model_bytes = 0, ppl = 0, ce = 0, kv_bytes = 0;
+  double bpw = 0, linear_bytes = 0, model_bytes = 0, ppl = 0, kv_bytes = 0;
+  double ce = 0;  // cross-entropy, nats per byte (reference.json's other figure)
   double prefill[2] = {}, decode[2] = {}, seconds_to_quantize = 0;
   std::int64_t windows = 0;  // of eval.txt: the KV rows may use fewer (Options::kv_windows)
   double fp32_ppl = 0;       // fp32 on the same windows, for the change in %
@@ -809,14 +810,14 @@ void write_csv(const std::string& path, const std::vector<Row>& rows) {
     std::fprintf(stderr, "lowbit_evaluate: cannot write %s\n", path.c_str());
     return;
   }
-  std::fprintf(f, "scheme,layer,bpw,model_mb,size_reduction_pct,windows,perplexity,delta_pct,"
+  std::fprintf(f, "scheme,layer,bpw,model_mb,size_reduction_pct,windows,cross_entropy,perplexity,delta_pct,"
                   "prefill_tok_s_1t,prefill_tok_s_2t,decode_tok_s_1t,decode_tok_s_2t,kv_bytes,"
                   "quantize_s\n");
   const double fp32_bytes = rows.front().model_bytes;
   for (const Row& r : rows)
-    std::fprintf(f, "%s,%s,%.4f,%.4f,%.2f,%lld,%.6f,%.4f,%.1f,%.1f,%.1f,%.1f,%.0f,%.2f\n",
+    std::fprintf(f, "%s,%s,%.4f,%.4f,%.2f,%lld,%.6f,%.6f,%.4f,%.1f,%.1f,%.1f,%.1f,%.0f,%.2f\n",
                  r.name.c_str(), r.layer.c_str(), r.bpw, r.model_bytes / 1e6,
-                 100.0 * (1.0 - r.model_bytes / fp32_bytes), static_cast<long long>(r.windows), r.ppl,
+                 100.0 * (1.0 - r.model_bytes / fp32_bytes), static_cast<long long>(r.windows), r.ce, r.ppl,
                  r.delta_percent(), r.prefill[0], r.prefill[1], r.decode[0], r.decode[1], r.kv_bytes,
                  r.seconds_to_quantize);
   std::fclose(f);
