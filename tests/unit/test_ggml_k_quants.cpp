@@ -19,9 +19,13 @@
 #include <type_traits>
 #include <vector>
 
+#include "support/ggml_blocks.hpp"
 #include "support/raw.hpp"
 
 namespace {
+
+using lowbit_test::bytes_of;
+using lowbit_test::blocks_from;
 
 using lowbit::Errc;
 using lowbit::Status;
@@ -35,21 +39,6 @@ std::uint32_t bits_of(float f) {
   std::uint32_t u;
   std::memcpy(&u, &f, sizeof u);
   return u;
-}
-
-template <class Block>
-std::vector<std::uint8_t> bytes_of(const std::vector<Block>& blocks) {
-  std::vector<std::uint8_t> out(blocks.size() * sizeof(Block));
-  if (!out.empty()) std::memcpy(out.data(), blocks.data(), out.size());
-  return out;
-}
-
-template <class Block>
-std::vector<Block> blocks_from(const std::vector<std::uint8_t>& bytes) {
-  REQUIRE(bytes.size() % sizeof(Block) == 0);
-  std::vector<Block> out(bytes.size() / sizeof(Block));
-  if (!bytes.empty()) std::memcpy(out.data(), bytes.data(), bytes.size());
-  return out;
 }
 
 // Byte equality, reporting the first differing byte as (block, offset) on failure.

@@ -32,10 +32,13 @@
 #include <vector>
 
 #include "lowbit/format/ggml/ternary.hpp"
+#include "support/ggml_blocks.hpp"
 #include "support/random.hpp"
 #include "support/raw.hpp"
 
 namespace {
+
+using lowbit_test::blocks_from;
 
 using lowbit::Errc;
 namespace ggml = lowbit::ggml;
@@ -48,14 +51,6 @@ std::uint32_t bits_of(float f) {
 
 bool data_file_exists(const std::string& relative) {
   return std::ifstream(std::string(LOWBIT_TEST_DATA_DIR) + "/" + relative).good();
-}
-
-template <class Block>
-std::vector<Block> blocks_from(const std::vector<std::uint8_t>& bytes) {
-  REQUIRE(bytes.size() % sizeof(Block) == 0);
-  std::vector<Block> out(bytes.size() / sizeof(Block));
-  if (!bytes.empty()) std::memcpy(out.data(), bytes.data(), bytes.size());
-  return out;
 }
 
 // The format's own decode of rows × cols values stored as row-major blocks.
