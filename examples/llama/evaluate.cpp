@@ -2,7 +2,7 @@
 //
 //   lowbit_evaluate [--model-dir models/tinylm] [--full] [--windows N] [--calib-windows N]
 //                   [--schemes a,b,...] [--csv FILE] [--svg FILE] [--no-speed] [--layer-speed]
-//                   [--list]
+//                   [--list] [--train] [--train-steps N]
 //
 // For each scheme (--list prints them) the decoder linears of tinylm are quantized from the fp32
 // checkpoint and replaced by lowbit quantized layers running lowbit's kernels; the program then
@@ -21,7 +21,9 @@
 //   decode     tokens/s of 64 single-token steps after that prompt (--full: 128, best of 3)
 //   kv bytes   bytes of the KV cache after one 256-token window
 //   quant s    seconds to quantize the 42 linears (GPTQ on 2 threads; the mixed schemes reuse
-//              the GPTQ results computed for earlier rows)
+//              the GPTQ results computed for earlier rows); for the training rows, the
+//              seconds of training on 2 threads (plus, for the first row of each kind of
+//              data, the teacher's probabilities and, data-free, the sampling)
 //
 // Speed is measured on 1 and 2 threads. tinylm is small enough to live in cache and one token's
 // linears are far too small to split, so "2 threads" is two sequences decoded at once (each
@@ -48,6 +50,16 @@
 //                                   channel), 4, 3 and 2 (groups of 128), GPTQ values at each
 //                                   width; -gamma multiplies each layer's scales by
 //                                   γ = std(W)/std(Ŵ)
+//   peqa-*, qat-*, lkd-*, qat-df-*  training (distill.hpp), from round-to-nearest, on 128
+//   qat-w4a8                        windows of calib.txt: PEQA (scales only) and LSQ QAT (weights,
+//                                   scales, zero points) distilled from fp32's logits (KL);
+//                                   lkd: ZeroQuant's block-wise distillation; qat-df: the QAT of
+//                                   qat-* on 128 windows the fp32 model wrote itself (LLM-QAT's
+//                                   data-free data); qat-w4a8 adds int8 per-token activation fake
+//                                   quantization. Exported to packed codes, run as the rtn rows
+//                                   (qat-w4a8: int8-act gemm). Only with --train, --full or when
+//                                   named: each trains --train-steps steps (default 100) of 4
+//                                   windows on 2 threads, and "quant s" is its training time
 //   kv8, kv4, kv2                   fp32 weights, KIVI KV cache (keys per channel in groups of
 //                                   32 tokens, values per token, 32 recent tokens in fp32); their
 //                                   perplexity is measured decoding token by token, so that
@@ -76,6 +88,7 @@
 #include <thread>
 #include <vector>
 
+#include "llama/distill.hpp"
 #include "llama/layer_speed.hpp"
 #include "llama/llama.hpp"
 #include "llama/quantized_linear.hpp"
@@ -87,6 +100,7 @@
 #include "lowbit/algo/smoothquant.hpp"
 #include "lowbit/format/ggml/float16.hpp"
 #include "lowbit/kv_cache.hpp"
+#include "lowbit/qat.hpp"
 
 #ifndef LOWBIT_TINYLM_DIR
 #define LOWBIT_TINYLM_DIR "models/tinylm"
@@ -110,6 +124,9 @@ struct Options {
   int reps = 1;
   bool speed = true, full = false, layer_speed = false;
   std::string only, csv, svg;
+  // Training rows (QAT, PEQA, distillation): run with --train or --full, or when named.
+  bool train = false;
+  std::int64_t train_steps = 100, train_windows = 128;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -288,6 +305,7 @@ class Evaluation {
     const char* reference;
     std::function<Result<Built>()> build;
     int kv_bits;  // 0: fp32 cache
+    bool trained = false;  // a training row: skipped unless --train, --full or named
   };
 
   std::vector<Scheme> schemes() {
@@ -342,6 +360,28 @@ class Evaluation {
     s.push_back({"mixed-3.0-gamma", "dequant packed", nullptr, [this] { return mixed(3.0, true); }, 0});
     s.push_back({"mixed-4.0", "dequant packed", nullptr, [this] { return mixed(4.0, false); }, 0});
     s.push_back({"mixed-4.0-gamma", "dequant packed", nullptr, [this] { return mixed(4.0, true); }, 0});
+    // Training (distill.hpp): PEQA, LSQ QAT with logit distillation on calibration text, block-wise
+    // distillation, and the same QAT on text the fp32 model wrote itself (data-free).
+    const auto train = [&](const char* name, const char* layer, Recipe r, auto width, auto act) {
+      s.push_back({name, layer, nullptr, [this, r, width, act] { return trained(r, width, act); }, 0, true});
+    };
+    const TrainWidth<4, 128> t4;
+    const TrainWidth<3, 128> t3;
+    const TrainWidth<2, 64> t2;
+    const NoAct none;
+    train("peqa-w4-g128", "dequant packed", Recipe::kPeqa, t4, none);
+    train("qat-w4-g128", "dequant packed", Recipe::kQat, t4, none);
+    train("lkd-w4-g128", "dequant packed", Recipe::kBlocks, t4, none);
+    train("qat-df-w4-g128", "dequant packed", Recipe::kDataFree, t4, none);
+    train("peqa-w3-g128", "dequant packed", Recipe::kPeqa, t3, none);
+    train("qat-w3-g128", "dequant packed", Recipe::kQat, t3, none);
+    train("lkd-w3-g128", "dequant packed", Recipe::kBlocks, t3, none);
+    train("qat-df-w3-g128", "dequant packed", Recipe::kDataFree, t3, none);
+    train("peqa-w2-g64", "dequant packed", Recipe::kPeqa, t2, none);
+    train("qat-w2-g64", "dequant packed", Recipe::kQat, t2, none);
+    train("lkd-w2-g64", "dequant packed", Recipe::kBlocks, t2, none);
+    train("qat-df-w2-g64", "dequant packed", Recipe::kDataFree, t2, none);
+    train("qat-w4a8", "int8-act gemm", Recipe::kQat, t4, PerTokenInt8{});
     for (int bits : {8, 4, 2}) {
       static const char* const kNames[] = {"kv8", "kv4", "kv2"};
       s.push_back({kNames[bits == 8 ? 0 : bits == 4 ? 1 : 2], "Eigen fp32 + KIVI", nullptr, fp32, bits});
@@ -703,6 +743,98 @@ class Evaluation {
   }
 
   // -----------------------------------------------------------------------------------------
+  // Training rows (distill.hpp). Every recipe starts from round-to-nearest (the quantizer's
+  // min-max scales, the rtn rows' values), trains o_.train_steps steps of 4 windows of 256 bytes
+  // on two threads (two replicas, data parallel) and exports the trained layers to lowbit's
+  // packed codes, which the deployed layers run: the perplexity is the exported model's.
+
+  enum class Recipe { kPeqa, kQat, kBlocks, kDataFree };
+  template <int Bits, std::int64_t Group>
+  struct TrainWidth {
+    using quantizer = lowbit::Quantizer<lowbit::Bits<Bits>, lowbit::Asymmetric, lowbit::PerGroup<Group>>;
+  };
+  struct NoAct {
+    using quantizer = lowbit::NoActivationQuant;
+  };
+  struct PerTokenInt8 {  // W4A8's activations as QAT sees them: int8, one scale per token
+    using quantizer = lowbit::Quantizer<lowbit::Bits<8>, lowbit::SymmetricRestricted, lowbit::PerToken>;
+  };
+
+  template <class TW, class Act>
+  Result<Built> trained(Recipe recipe, TW, Act) {
+    using Layer = lowbit::FakeQuantLinear<typename TW::quantizer, typename Act::quantizer>;
+    using Trainable = llama::FakeQuantTrainableLinear<Layer>;
+    lowbit::QatOptions qo;
+    qo.mode = recipe == Recipe::kPeqa ? lowbit::QatMode::kPeqa : lowbit::QatMode::kFull;
+    const llama::TrainableLinearFactory<float> factory =
+        [&](const std::string&, const float* w, std::int64_t out,
+            std::int64_t in) -> Result<std::unique_ptr<llama::TrainableLinear<float>>> {
+      return Trainable::create(w, out, in, qo);
+    };
+    std::vector<llama::TrainableLlama<float>> replicas;
+    for (int r = 0; r < 2; ++r) {
+      Result<llama::TrainableLlama<float>> m = llama::TrainableLlama<float>::from_weights(fp32_.weights(), factory);
+      if (!m) return m.status();
+      replicas.push_back(std::move(*m));
+    }
+    llama::TrainOptions to;
+    to.steps = o_.train_steps;
+    to.batch = 4;
+    LOWBIT_TRY(training_data(recipe == Recipe::kDataFree));
+    const TrainingData& data = recipe == Recipe::kDataFree ? sampled_ : text_;
+    Result<llama::TrainReport> report = [&]() -> Result<llama::TrainReport> {
+      if (recipe != Recipe::kBlocks) return llama::train_model(replicas, data.windows, data.probs.data(), to);
+      Result<llama::TrainableLlama<float>> teacher = llama::TrainableLlama<float>::from_weights(fp32_.weights());
+      if (!teacher) return teacher.status();
+      return llama::train_blocks(replicas, *teacher, data.windows, to);
+    }();
+    if (!report) return report.status();
+    std::fprintf(stderr, "  training: loss %.5f -> %.5f (first and last tenth of %lld steps), %.1f s\n",
+                 report->first_loss, report->last_loss, static_cast<long long>(report->steps), report->seconds);
+    Built b;
+    for (std::size_t li = 0; li < linear_count(); ++li) {
+      const Layer& layer = static_cast<Trainable&>(replicas.front().linear(layer_of(li), slot_of(li))).layer();
+      Result<lowbit::QuantizedTensor<typename TW::quantizer>> t = layer.export_weights();
+      if (!t) return t.status();
+      if constexpr (std::is_same<Act, NoAct>::value) {
+        Result<std::unique_ptr<llama::DequantLinear>> l = llama::DequantLinear::from_quantized(*t);
+        if (!l) return l.status();
+        b.linears.push_back(std::move(*l));
+      } else {
+        Result<std::unique_ptr<llama::Int8ActLinear>> l = llama::Int8ActLinear::from_quantized(*t);
+        if (!l) return l.status();
+        b.linears.push_back(std::move(*l));
+      }
+    }
+    return b;
+  }
+
+  // The windows a recipe trains on and the teacher's probabilities of them, made once per kind.
+  struct TrainingData {
+    llama::TokenWindows windows;
+    std::vector<float> probs;
+  };
+  Status training_data(bool data_free) {
+    TrainingData& d = data_free ? sampled_ : text_;
+    if (d.windows.count != 0) return {};
+    Result<llama::TokenWindows> w = [&]() -> Result<llama::TokenWindows> {
+      if (!data_free)
+        return llama::text_windows(calib_text_.data(), calib_text_.size(), o_.train_windows, 256);
+      llama::SampleOptions so;
+      so.count = o_.train_windows;
+      so.length = 256;
+      so.executor = &pool_;
+      return llama::sample_windows(fp32_, so);
+    }();
+    if (!w) return w.status();
+    Result<std::vector<float>> p = llama::teacher_probabilities(fp32_, *w, &pool_);
+    if (!p) return p.status();
+    d.windows = std::move(*w);
+    d.probs = std::move(*p);
+    return {};
+  }
+
+  // -----------------------------------------------------------------------------------------
   // Measurements.
 
   // reference.json's protocol; with a quantized cache, each window decoded token by token so that
@@ -773,6 +905,7 @@ class Evaluation {
   std::vector<RowMatrix> weights_;  // the 42 decoder linears, fp32, load order
   std::map<std::pair<int, std::int64_t>, std::vector<std::unique_ptr<lowbit::GptqResult>>> gptq_cache_;
   std::vector<lowbit::LayerBitStats> stats_;
+  TrainingData text_, sampled_;  // the training rows' windows of calib.txt / sampled by fp32
   std::map<std::int64_t, double> fp32_ppl_;  // by number of windows
   lowbit::ThreadPool pool_;  // GPTQ's executor
 };
@@ -903,7 +1036,7 @@ int usage() {
   std::fprintf(stderr,
                "usage: lowbit_evaluate [--model-dir D] [--full] [--windows N] [--calib-windows N]\n"
                "                       [--schemes a,b,...] [--csv FILE] [--svg FILE] [--no-speed]\n"
-               "                       [--layer-speed] [--list]\n");
+               "                       [--layer-speed] [--list] [--train] [--train-steps N]\n");
   return 2;
 }
 
@@ -925,6 +1058,8 @@ int main(int argc, char** argv) {
     else if (a == "--no-speed") o.speed = false;
     else if (a == "--layer-speed") o.layer_speed = true;
     else if (a == "--list") list = true;
+    else if (a == "--train") o.train = true;
+    else if (a == "--train-steps") o.train_steps = std::atoll(next().c_str());
     else return usage();
   }
   if (o.full) {
@@ -933,6 +1068,11 @@ int main(int argc, char** argv) {
     o.decode_steps = 128;
     o.reps = 3;
     o.layer_speed = true;
+    o.train = true;
+  }
+  if (o.train_steps < 1) {
+    std::fprintf(stderr, "lowbit_evaluate: --train-steps must be >= 1\n");
+    return 2;
   }
   if (o.windows < 1 || o.windows > 1024 || o.calib_windows < 1 || o.calib_windows > 1024) {
     std::fprintf(stderr, "lowbit_evaluate: window counts must be in 1..1024\n");
@@ -981,9 +1121,9 @@ int main(int argc, char** argv) {
               "kv bytes", "quant s");
   std::vector<Row> rows;
   for (const Evaluation::Scheme& s : schemes) {
-    if (!o.only.empty() && std::string(s.name) != "fp32" &&
-        o.only.find("," + std::string(s.name) + ",") == std::string::npos)
-      continue;
+    const bool named = o.only.find("," + std::string(s.name) + ",") != std::string::npos;
+    if (!o.only.empty() && std::string(s.name) != "fp32" && !named) continue;
+    if (s.trained && !o.train && !named) continue;
     Result<Row> r = ev.run(s);
     if (!r) {
       std::fprintf(stderr, "lowbit_evaluate: %s: %s (%s, index %lld)\n", s.name, r.status().message(),

@@ -359,6 +359,9 @@ class TrainableLinear {
   virtual void zero_grad() = 0;
   // Trainable tensors, named relative to the layer: "weight", "weight_scale", ...
   virtual std::vector<TensorParam<Scalar>> parameters() = 0;
+  // Called after each optimizer step: a QAT layer puts its scales back above their floor
+  // (FakeQuantLinear::clamp_scales) and returns how many it moved.
+  virtual std::int64_t after_step() { return 0; }
 
   std::int64_t in_features() const noexcept { return in_features_; }
   std::int64_t out_features() const noexcept { return out_features_; }
@@ -466,6 +469,7 @@ class FakeQuantTrainableLinear final : public TrainableLinear<float> {
                            lowbit::row_major(dx, tokens, in_features()));
   }
   void zero_grad() override { layer_.zero_grad(); }
+  std::int64_t after_step() override { return layer_.clamp_scales(); }
   std::vector<TensorParam<float>> parameters() override {
     std::vector<TensorParam<float>> out;
     for (const lowbit::ParamView& p : layer_.parameters())
@@ -591,6 +595,7 @@ class TrainableLlama {
     LOWBIT_TRY(check_linear(layer.get(), shape));
     *target = std::move(layer);
     ready_ = false;
+    block_ = -1;
     return {};
   }
 
@@ -600,6 +605,7 @@ class TrainableLlama {
   Result<double> forward(const std::int32_t* tokens, std::int64_t count,
                          const std::int32_t* targets = nullptr) {
     ready_ = false;
+    block_ = -1;
     if (tokens == nullptr || count < 1)
       return Status(Errc::kInvalidArgument, "forward: no tokens", count);
     if (count > kMaxDim) return Status(Errc::kOutOfRange, "forward: sequence too long", count);
@@ -621,6 +627,7 @@ class TrainableLlama {
   Result<double> forward_embeddings(const Scalar* embeddings, std::int64_t count,
                                     const std::int32_t* targets) {
     ready_ = false;
+    block_ = -1;
     if (embeddings == nullptr || targets == nullptr || count < 1)
       return Status(Errc::kInvalidArgument, "forward_embeddings: no input or no targets", count);
     if (count > kMaxDim) return Status(Errc::kOutOfRange, "forward: sequence too long", count);
@@ -639,47 +646,49 @@ class TrainableLlama {
   // replace_linear; a linear's own errors.
   Status backward() {
     if (!ready_) return Status(Errc::kInvalidArgument, "backward: call forward() first");
-    const LlamaConfig& c = config_;
-    const std::int64_t T = T_, D = c.hidden_size, F = c.intermediate_size, hd = c.head_dim;
-    const std::int64_t H = c.num_heads, KV = c.num_kv_heads;
-    Scalar* dh = dh_.data();
-    Scalar* du = du_.data();
-    Scalar* tmp = dtmp_.data();
-    ops::cross_entropy_backward(logits_.data(), targets_.data(), T, c.vocab_size, dlogits_.data());
-    LOWBIT_TRY(lm_head_->backward(dlogits_.data(), T, du));
-    std::fill(dh, dh + T * D, Scalar(0));
-    ops::rms_norm_backward(block_input_ptr(c.num_layers), inv_final_.data(), norm_.data(), du, T, D,
-                           dh, grad_norm_.data());
-    std::copy(dh, dh + T * D, grad_hs_.data() + c.num_layers * T * D);
-    for (std::int64_t l = c.num_layers - 1; l >= 0; --l) {
-      Layer& L = layers_[static_cast<std::size_t>(l)];
-      // MLP: dh is the gradient of h_{l+1} = m + down(swiglu); the skip passes it on to m.
-      LOWBIT_TRY(L.linear[kDown]->backward(dh, T, dact_.data()));
-      ops::swiglu_backward(L.gate.data(), L.up.data(), dact_.data(), T * F, dgate_.data(),
-                           dup_.data());
-      LOWBIT_TRY(L.linear[kGate]->backward(dgate_.data(), T, du));
-      LOWBIT_TRY(L.linear[kUp]->backward(dup_.data(), T, tmp));
-      detail::add_to(du, tmp, T * D);
-      ops::rms_norm_backward(L.mid.data(), L.inv_post.data(), L.post_norm.data(), du, T, D, dh,
-                             L.grad_post_norm.data());
-      // Attention: dh is now the gradient of m = h_l + o(attn); the skip passes it on to h_l.
-      LOWBIT_TRY(L.linear[kO]->backward(dh, T, dattn_.data()));
-      ops::attention_backward(L.q.data(), L.k.data(), L.v.data(), L.probs.data(), dattn_.data(), T,
-                              H, KV, hd, dq_.data(), dk_.data(), dv_.data(), dscores_.data());
-      ops::rope_backward(dq_.data(), T, H, hd, cos_.data(), sin_.data());
-      ops::rope_backward(dk_.data(), T, KV, hd, cos_.data(), sin_.data());
-      LOWBIT_TRY(L.linear[kQ]->backward(dq_.data(), T, du));
-      LOWBIT_TRY(L.linear[kK]->backward(dk_.data(), T, tmp));
-      detail::add_to(du, tmp, T * D);
-      LOWBIT_TRY(L.linear[kV]->backward(dv_.data(), T, tmp));
-      detail::add_to(du, tmp, T * D);
-      ops::rms_norm_backward(block_input_ptr(l), L.inv_in.data(), L.input_norm.data(), du, T, D, dh,
-                             L.grad_input_norm.data());
-      std::copy(dh, dh + T * D, grad_hs_.data() + l * T * D);
-    }
-    for (std::size_t t = 0; t < tokens_.size(); ++t)
-      detail::add_to(grad_embed_.data() + tokens_[t] * D, dh + static_cast<std::int64_t>(t) * D, D);
-    return {};
+    ops::cross_entropy_backward(logits_.data(), targets_.data(), T_, config_.vocab_size,
+                                dlogits_.data());
+    return backward_through_model(dlogits_.data());
+  }
+
+  // The same for a loss of the caller's on the logits (a distillation loss: KL to a teacher's
+  // probabilities): dlogits [tokens, vocab] is ∂loss/∂logits of the last forward.
+  Status backward(const Scalar* dlogits) {
+    if (!ready_) return Status(Errc::kInvalidArgument, "backward: call forward() first");
+    if (dlogits == nullptr) return Status(Errc::kInvalidArgument, "backward: null dlogits");
+    return backward_through_model(dlogits);
+  }
+
+  // One decoder block alone, for block-wise distillation (ZeroQuant's layer-wise knowledge
+  // distillation): runs block `layer` on `input` [count, hidden] and returns its output
+  // [count, hidden], valid until the next forward. backward_block(d_output) then adds the
+  // gradient of the block's parameters for ∂loss/∂output = d_output and returns ∂loss/∂input;
+  // the other blocks, the embedding and the head are untouched. kOutOfRange for a layer outside
+  // the model, kNonFinite for NaN/Inf input.
+  Result<const Scalar*> forward_block(std::int64_t layer, const Scalar* input, std::int64_t count) {
+    ready_ = false;
+    block_ = -1;
+    if (layer < 0 || layer >= config_.num_layers)
+      return Status(Errc::kOutOfRange, "forward_block: no such layer", layer);
+    if (input == nullptr || count < 1)
+      return Status(Errc::kInvalidArgument, "forward_block: no input", count);
+    const std::int64_t n = count * config_.hidden_size;
+    for (std::int64_t i = 0; i < n; ++i)
+      if (!std::isfinite(input[i]))
+        return Status(Errc::kNonFinite, "forward_block: NaN or Inf input", i);
+    LOWBIT_TRY(prepare(count, nullptr, nullptr, /*score=*/false));
+    std::copy(input, input + n, hs_.data() + layer * n);
+    LOWBIT_TRY(block_forward(layer));
+    block_ = layer;
+    return static_cast<const Scalar*>(hs_.data() + (layer + 1) * n);
+  }
+
+  Result<const Scalar*> backward_block(const Scalar* d_output) {
+    if (block_ < 0) return Status(Errc::kInvalidArgument, "backward_block: call forward_block first");
+    if (d_output == nullptr) return Status(Errc::kInvalidArgument, "backward_block: null gradient");
+    std::copy(d_output, d_output + T_ * config_.hidden_size, dh_.data());
+    LOWBIT_TRY(block_backward(block_));
+    return static_cast<const Scalar*>(dh_.data());
   }
 
   void zero_grad() {
@@ -767,9 +776,94 @@ class TrainableLlama {
     return hs_.data() + index * T_ * config_.hidden_size;
   }
 
-  // Checks the length and the targets, sizes every buffer for T = count and fills the targets
-  // and the rotary tables.
-  Status prepare(std::int64_t count, const std::int32_t* targets, const std::int32_t* tokens) {
+  // From ∂loss/∂logits down to the embedding: the head, every block from the last, the table.
+  Status backward_through_model(const Scalar* dlogits) {
+    const LlamaConfig& c = config_;
+    const std::int64_t T = T_, D = c.hidden_size;
+    Scalar* dh = dh_.data();
+    Scalar* du = du_.data();
+    LOWBIT_TRY(lm_head_->backward(dlogits, T, du));
+    std::fill(dh, dh + T * D, Scalar(0));
+    ops::rms_norm_backward(block_input_ptr(c.num_layers), inv_final_.data(), norm_.data(), du, T, D,
+                           dh, grad_norm_.data());
+    std::copy(dh, dh + T * D, grad_hs_.data() + c.num_layers * T * D);
+    for (std::int64_t l = c.num_layers - 1; l >= 0; --l) {
+      LOWBIT_TRY(block_backward(l));
+      std::copy(dh, dh + T * D, grad_hs_.data() + l * T * D);
+    }
+    for (std::size_t t = 0; t < tokens_.size(); ++t)
+      detail::add_to(grad_embed_.data() + tokens_[t] * D, dh + static_cast<std::int64_t>(t) * D, D);
+    return {};
+  }
+
+  // Block l of the last forward: dh_ holds ∂loss/∂h_{l+1} on entry and ∂loss/∂h_l on return.
+  Status block_backward(std::int64_t l) {
+    const LlamaConfig& c = config_;
+    const std::int64_t T = T_, D = c.hidden_size, F = c.intermediate_size, hd = c.head_dim;
+    const std::int64_t H = c.num_heads, KV = c.num_kv_heads;
+    Scalar* dh = dh_.data();
+    Scalar* du = du_.data();
+    Scalar* tmp = dtmp_.data();
+    Layer& L = layers_[static_cast<std::size_t>(l)];
+    // MLP: dh is the gradient of h_{l+1} = m + down(swiglu); the skip passes it on to m.
+    LOWBIT_TRY(L.linear[kDown]->backward(dh, T, dact_.data()));
+    ops::swiglu_backward(L.gate.data(), L.up.data(), dact_.data(), T * F, dgate_.data(),
+                         dup_.data());
+    LOWBIT_TRY(L.linear[kGate]->backward(dgate_.data(), T, du));
+    LOWBIT_TRY(L.linear[kUp]->backward(dup_.data(), T, tmp));
+    detail::add_to(du, tmp, T * D);
+    ops::rms_norm_backward(L.mid.data(), L.inv_post.data(), L.post_norm.data(), du, T, D, dh,
+                           L.grad_post_norm.data());
+    // Attention: dh is now the gradient of m = h_l + o(attn); the skip passes it on to h_l.
+    LOWBIT_TRY(L.linear[kO]->backward(dh, T, dattn_.data()));
+    ops::attention_backward(L.q.data(), L.k.data(), L.v.data(), L.probs.data(), dattn_.data(), T,
+                            H, KV, hd, dq_.data(), dk_.data(), dv_.data(), dscores_.data());
+    ops::rope_backward(dq_.data(), T, H, hd, cos_.data(), sin_.data());
+    ops::rope_backward(dk_.data(), T, KV, hd, cos_.data(), sin_.data());
+    LOWBIT_TRY(L.linear[kQ]->backward(dq_.data(), T, du));
+    LOWBIT_TRY(L.linear[kK]->backward(dk_.data(), T, tmp));
+    detail::add_to(du, tmp, T * D);
+    LOWBIT_TRY(L.linear[kV]->backward(dv_.data(), T, tmp));
+    detail::add_to(du, tmp, T * D);
+    ops::rms_norm_backward(block_input_ptr(l), L.inv_in.data(), L.input_norm.data(), du, T, D, dh,
+                           L.grad_input_norm.data());
+    return {};
+  }
+
+  // Block l: h_{l+1} = block(h_l), both in hs_.
+  Status block_forward(std::int64_t l) {
+    const LlamaConfig& c = config_;
+    const std::int64_t T = T_, D = c.hidden_size, F = c.intermediate_size, hd = c.head_dim;
+    const std::int64_t H = c.num_heads, KV = c.num_kv_heads;
+    Scalar* u = u_.data();
+    Scalar* out = out_.data();
+    Layer& L = layers_[static_cast<std::size_t>(l)];
+    const Scalar* h = block_input_ptr(l);
+    ops::rms_norm_forward(h, T, D, L.input_norm.data(), c.rms_norm_eps, u, L.inv_in.data());
+    LOWBIT_TRY(L.linear[kQ]->forward(u, T, L.q.data()));
+    LOWBIT_TRY(L.linear[kK]->forward(u, T, L.k.data()));
+    LOWBIT_TRY(L.linear[kV]->forward(u, T, L.v.data()));
+    ops::rope_forward(L.q.data(), T, H, hd, cos_.data(), sin_.data());
+    ops::rope_forward(L.k.data(), T, KV, hd, cos_.data(), sin_.data());
+    ops::attention_forward(L.q.data(), L.k.data(), L.v.data(), T, H, KV, hd, L.probs.data(),
+                           attn_.data());
+    LOWBIT_TRY(L.linear[kO]->forward(attn_.data(), T, out));
+    for (std::int64_t i = 0; i < T * D; ++i) L.mid[static_cast<std::size_t>(i)] = h[i] + out[i];
+    ops::rms_norm_forward(L.mid.data(), T, D, L.post_norm.data(), c.rms_norm_eps, u,
+                          L.inv_post.data());
+    LOWBIT_TRY(L.linear[kGate]->forward(u, T, L.gate.data()));
+    LOWBIT_TRY(L.linear[kUp]->forward(u, T, L.up.data()));
+    ops::swiglu_forward(L.gate.data(), L.up.data(), T * F, act_.data());
+    LOWBIT_TRY(L.linear[kDown]->forward(act_.data(), T, out));
+    Scalar* next = hs_.data() + (l + 1) * T * D;
+    for (std::int64_t i = 0; i < T * D; ++i) next[i] = L.mid[static_cast<std::size_t>(i)] + out[i];
+    return {};
+  }
+
+  // Checks the length and (when `score`) the targets, sizes every buffer for T = count and fills
+  // the targets and the rotary tables.
+  Status prepare(std::int64_t count, const std::int32_t* targets, const std::int32_t* tokens,
+                 bool score = true) {
     const LlamaConfig& c = config_;
     if (count > kMaxDim) return Status(Errc::kOutOfRange, "forward: sequence too long", count);
     const double T = static_cast<double>(count), nl = static_cast<double>(c.num_layers);
@@ -782,8 +876,8 @@ class TrainableLlama {
                                2 * V + 5 * D + 2 * qw + 2 * kw + 3 * F + T);
     if (values > 4294967296.0)
       return Status(Errc::kOutOfRange, "forward: activations would pass 2^32 values", count);
-    targets_.resize(static_cast<std::size_t>(count));
-    for (std::int64_t t = 0; t < count; ++t) {
+    targets_.assign(static_cast<std::size_t>(count), kIgnoreTarget);
+    for (std::int64_t t = 0; t < count && score; ++t) {
       const std::int32_t y = targets != nullptr ? targets[t]
                              : t + 1 < count    ? tokens[t + 1]
                                                 : kIgnoreTarget;
@@ -791,7 +885,7 @@ class TrainableLlama {
         return Status(Errc::kOutOfRange, "forward: target outside the vocabulary", t);
       targets_[static_cast<std::size_t>(t)] = y;
     }
-    if (ops::scored_rows(targets_.data(), count) == 0)
+    if (score && ops::scored_rows(targets_.data(), count) == 0)
       return Status(Errc::kInvalidArgument, "forward: no position to score", count);
 
     const auto rows = [&](std::int64_t width) { return static_cast<std::size_t>(count * width); };
@@ -844,33 +938,9 @@ class TrainableLlama {
   // The forward from hs_[0]: every block, the final norm, lm_head, the loss.
   Result<double> run() {
     const LlamaConfig& c = config_;
-    const std::int64_t T = T_, D = c.hidden_size, F = c.intermediate_size, hd = c.head_dim;
-    const std::int64_t H = c.num_heads, KV = c.num_kv_heads;
+    const std::int64_t T = T_, D = c.hidden_size;
     Scalar* u = u_.data();
-    Scalar* out = out_.data();
-    for (std::int64_t l = 0; l < c.num_layers; ++l) {
-      Layer& L = layers_[static_cast<std::size_t>(l)];
-      const Scalar* h = block_input_ptr(l);
-      ops::rms_norm_forward(h, T, D, L.input_norm.data(), c.rms_norm_eps, u, L.inv_in.data());
-      LOWBIT_TRY(L.linear[kQ]->forward(u, T, L.q.data()));
-      LOWBIT_TRY(L.linear[kK]->forward(u, T, L.k.data()));
-      LOWBIT_TRY(L.linear[kV]->forward(u, T, L.v.data()));
-      ops::rope_forward(L.q.data(), T, H, hd, cos_.data(), sin_.data());
-      ops::rope_forward(L.k.data(), T, KV, hd, cos_.data(), sin_.data());
-      ops::attention_forward(L.q.data(), L.k.data(), L.v.data(), T, H, KV, hd, L.probs.data(),
-                             attn_.data());
-      LOWBIT_TRY(L.linear[kO]->forward(attn_.data(), T, out));
-      for (std::int64_t i = 0; i < T * D; ++i) L.mid[static_cast<std::size_t>(i)] = h[i] + out[i];
-      ops::rms_norm_forward(L.mid.data(), T, D, L.post_norm.data(), c.rms_norm_eps, u,
-                            L.inv_post.data());
-      LOWBIT_TRY(L.linear[kGate]->forward(u, T, L.gate.data()));
-      LOWBIT_TRY(L.linear[kUp]->forward(u, T, L.up.data()));
-      ops::swiglu_forward(L.gate.data(), L.up.data(), T * F, act_.data());
-      LOWBIT_TRY(L.linear[kDown]->forward(act_.data(), T, out));
-      Scalar* next = hs_.data() + (l + 1) * T * D;
-      for (std::int64_t i = 0; i < T * D; ++i)
-        next[i] = L.mid[static_cast<std::size_t>(i)] + out[i];
-    }
+    for (std::int64_t l = 0; l < c.num_layers; ++l) LOWBIT_TRY(block_forward(l));
     ops::rms_norm_forward(block_input_ptr(c.num_layers), T, D, norm_.data(), c.rms_norm_eps, u,
                           inv_final_.data());
     LOWBIT_TRY(lm_head_->forward(u, T, logits_.data()));
@@ -890,6 +960,7 @@ class TrainableLlama {
 
   // The last forward.
   bool ready_ = false;
+  std::int64_t block_ = -1;  // the block forward_block ran, −1 after a whole-model forward
   std::int64_t T_ = 0;
   double loss_ = 0;
   std::vector<std::int32_t> tokens_, targets_;
