@@ -51,6 +51,10 @@
 // forward (~0.34 s against ~0.11 s at -O2 -march=native, one thread): the backward does two
 // products per linear where the forward does one, and the attention backward four per head.
 //
+// Losses other than next-token cross-entropy: backward(dlogits) takes ∂loss/∂logits from the
+// caller (distill.hpp's KL to a teacher), and forward_block / backward_block run one decoder
+// block alone from a given input (block-wise distillation), touching no other parameter.
+//
 // Gradients accumulate over backward() calls (torch's .grad), so a batch of sequences is a loop
 // of forward + backward; zero_grad() resets. parameters() lists every trainable tensor by its
 // Hugging Face name (a QAT linear adds its "weight_scale", "weight_zero_point", ...), and
