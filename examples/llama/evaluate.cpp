@@ -58,7 +58,7 @@
 //                                   data-free data); qat-w4a8 adds int8 per-token activation fake
 //                                   quantization. Exported to packed codes, run as the rtn rows
 //                                   (qat-w4a8: int8-act gemm). Only with --train, --full or when
-//                                   named: each trains --train-steps steps (default 100) of 4
+//                                   named: each trains --train-steps steps (default 200) of 4
 //                                   windows on 2 threads, and "quant s" is its training time
 //   kv8, kv4, kv2                   fp32 weights, KIVI KV cache (keys per channel in groups of
 //                                   32 tokens, values per token, 32 recent tokens in fp32); their
@@ -126,7 +126,7 @@ struct Options {
   std::string only, csv, svg;
   // Training rows (QAT, PEQA, distillation): run with --train or --full, or when named.
   bool train = false;
-  std::int64_t train_steps = 100, train_windows = 128;
+  std::int64_t train_steps = 200, train_windows = 128;
 };
 
 // ---------------------------------------------------------------------------------------------
