@@ -13,6 +13,7 @@
 #include "lowbit/format/ggml/float16.hpp"
 #include "lowbit/format/ggml/iq4.hpp"
 #include "lowbit/format/ggml/ternary.hpp"
+#include "support/ggml_blocks.hpp"
 #include "support/raw.hpp"
 
 namespace {
@@ -35,20 +36,8 @@ std::vector<float> importance(std::size_t n) {
   return all;
 }
 
-template <class Block>
-std::vector<Block> blocks_of(const std::vector<std::uint8_t>& bytes) {
-  REQUIRE(bytes.size() % sizeof(Block) == 0);
-  std::vector<Block> blocks(bytes.size() / sizeof(Block));
-  if (!bytes.empty()) std::memcpy(blocks.data(), bytes.data(), bytes.size());
-  return blocks;
-}
-
-template <class Block>
-std::vector<std::uint8_t> bytes_of(const std::vector<Block>& blocks) {
-  std::vector<std::uint8_t> bytes(blocks.size() * sizeof(Block));
-  if (!bytes.empty()) std::memcpy(bytes.data(), blocks.data(), bytes.size());
-  return bytes;
-}
+using lowbit_test::blocks_from;
+using lowbit_test::bytes_of;
 
 // Index of the first differing byte, or -1 when equal (a size mismatch counts at the shorter end).
 std::int64_t first_byte_difference(const std::vector<std::uint8_t>& a,
@@ -87,7 +76,7 @@ std::vector<std::uint8_t> quantized(const std::vector<float>& x, bool reference,
 template <class Block>
 void check_dequantization(const std::string& bin, const std::string& deq) {
   INFO(bin);
-  const std::vector<Block> blocks = blocks_of<Block>(lowbit_test::load_bytes("ggml/" + bin));
+  const std::vector<Block> blocks = blocks_from<Block>(lowbit_test::load_bytes("ggml/" + bin));
   const std::vector<float> expected = lowbit_test::load_f32("ggml/" + deq);
   REQUIRE(expected.size() == blocks.size() * g::FormatTraits<Block>::kBlockSize);
   std::vector<float> out(expected.size(), -1.0f);
@@ -405,7 +394,7 @@ TEST_CASE("all-zero importance in a sub-block falls back to the weights x^2 (ggm
   const std::vector<std::uint8_t> xs_plain = quantized<g::BlockIQ4_XS>(x, false);
   CHECK(std::memcmp(xs.data(), xs_plain.data(), 136) == 0);
   std::vector<float> back(x.size());
-  const std::vector<g::BlockIQ4_XS> xs_blocks = blocks_of<g::BlockIQ4_XS>(xs);
+  const std::vector<g::BlockIQ4_XS> xs_blocks = blocks_from<g::BlockIQ4_XS>(xs);
   REQUIRE(g::FormatTraits<g::BlockIQ4_XS>::dequantize(
               xs_blocks.data(), static_cast<std::int64_t>(back.size()), back.data())
               .ok());
