@@ -215,6 +215,27 @@ TEST_CASE("distill: two replicas train to the same parameters as one; the loss f
     const auto a = two[0].parameters(), b = two[1].parameters();
     for (std::size_t i = 0; i < a.size(); ++i)
       CHECK(std::memcmp(a[i].value, b[i].value, static_cast<std::size_t>(a[i].size) * sizeof(float)) == 0);
+
+    // train_zero_points = false: the zero points keep their starting values, the scales move.
+    auto held = replicas_of(toy.weights(), 1, w4_factory());
+    std::vector<std::vector<float>> before;
+    for (const auto& p : held.front().parameters()) before.emplace_back(p.value, p.value + p.size);
+    o.train_zero_points = false;
+    value_of(llama::train_model(held, data, probs.data(), o));
+    int zero_points = 0, scales_moved = 0;
+    const auto after = held.front().parameters();
+    for (std::size_t i = 0; i < after.size(); ++i) {
+      const std::string name = after[i].name;
+      const bool same = std::memcmp(after[i].value, before[i].data(), before[i].size() * sizeof(float)) == 0;
+      if (name.find("zero_point") != std::string::npos) {
+        ++zero_points;
+        CHECK_MESSAGE(same, name);
+      } else if (name.find("scale") != std::string::npos) {
+        scales_moved += !same;
+      }
+    }
+    CHECK(zero_points > 0);
+    CHECK(scales_moved > 0);
   }
 }
 

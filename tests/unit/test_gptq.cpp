@@ -27,6 +27,8 @@
 
 #include "lowbit/algo/gptq.hpp"
 #include "lowbit/algo/hessian.hpp"
+#include "lowbit/executor.hpp"
+#include "lowbit/qat.hpp"
 #include "support/oracle.hpp"
 #include "support/random.hpp"
 
@@ -370,6 +372,109 @@ TEST_CASE("gptq: row slices on a thread pool give the serial result exactly, eve
       CHECK(parallel->loss == doctest::Approx(serial->loss).epsilon(1e-9));
     }
   }
+}
+
+TEST_CASE("gptq: keep_updated returns the weights the sweep rounded, and changes nothing else") {
+  // updated[r, c] is W[r, c] after the error updates of every column processed before c: the very
+  // float the sweep rounded, so gptq_level(updated) is the code exactly. The first column processed
+  // has had no update and is W's own (a dead column is zeroed first); later ones mostly moved.
+  const Layer l = load_layer("torch/gptq/small");  // its column 77 is dead
+  lowbit::ThreadPool pool(2);
+  for (const Config& c : kSmall) {
+    CAPTURE(c.name);
+    lowbit::GptqOptions o = options_of(c);
+    lowbit::Result<lowbit::GptqResult> plain = lowbit::gptq_quantize(l.w_view(), l.h_view(), o);
+    o.keep_updated = true;
+    o.executor = &pool;
+    lowbit::Result<lowbit::GptqResult> kept = lowbit::gptq_quantize(l.w_view(), l.h_view(), o);
+    REQUIRE(plain);
+    REQUIRE(kept);
+    CHECK(plain->updated.empty());
+    CHECK(kept->codes == plain->codes);
+    CHECK(kept->scales == plain->scales);
+    CHECK(kept->zeros == plain->zeros);
+    CHECK(kept->dequantized == plain->dequantized);
+    REQUIRE(kept->updated.size() == kept->codes.size());
+    const float maxq = static_cast<float>((1 << c.bits) - 1);
+    const std::int64_t first = kept->perm.front();
+    std::int64_t level_differs = 0, first_differs = 0, moved = 0;
+    for (std::int64_t row = 0; row < l.rows; ++row) {
+      for (std::int64_t col = 0; col < l.cols; ++col) {
+        const auto k = static_cast<std::size_t>(row * l.cols + col);
+        const std::int64_t g = kept->g_idx[static_cast<std::size_t>(col)];
+        const auto gi = static_cast<std::size_t>(row * kept->groups + g);
+        const lowbit::GptqQuantParams p{kept->scales[gi], static_cast<float>(kept->zeros[gi])};
+        level_differs += lowbit::gptq_level(kept->updated[k], p, maxq) != kept->codes[k];
+        if (col == first) first_differs += kept->updated[k] != l.w[k];
+        if (col != 77) moved += kept->updated[k] != l.w[k];
+      }
+    }
+    CHECK(level_differs == 0);
+    CHECK(first_differs == 0);
+    CHECK(static_cast<double>(moved) > 0.9 * static_cast<double>(l.rows * (l.cols - 2)));
+  }
+}
+
+TEST_CASE("gptq: gptq_qat_latent puts QAT's latent weights on GPTQ's codes, inside the code range") {
+  const Layer l = load_layer("torch/gptq/main");
+  const Config& c = kMain[2];  // w4 g128 asymmetric, act order, static groups: lowbit's grid
+  lowbit::GptqOptions o = options_of(c);
+  o.keep_updated = true;
+  lowbit::Result<lowbit::GptqResult> r = lowbit::gptq_quantize(l.w_view(), l.h_view(), o);
+  REQUIRE(r);
+  lowbit::Result<std::vector<float>> latent = lowbit::gptq_qat_latent(*r, c.bits);
+  REQUIRE(latent);
+  REQUIRE(latent->size() == r->updated.size());
+  std::int64_t clipped = 0;
+  for (std::int64_t row = 0; row < l.rows; ++row)
+    for (std::int64_t col = 0; col < l.cols; ++col) {
+      const auto k = static_cast<std::size_t>(row * l.cols + col);
+      const auto gi = static_cast<std::size_t>(row * r->groups + col / r->group_size);
+      const float s = r->scales[gi], z = static_cast<float>(r->zeros[gi]);
+      const float v = (*latent)[k];
+      REQUIRE(v >= s * (0.0f - z));
+      REQUIRE(v <= s * (15.0f - z));
+      clipped += v != r->updated[k];
+    }
+  // The updates push some weights past their group's range (found on W before the sweep).
+  CHECK(clipped > 0);
+
+  // A FakeQuantLinear on lowbit's own quantizer, given the latent weights and GPTQ's parameters,
+  // fake-quantizes to GPTQ's Q, and every weight is inside the straight-through mask.
+  using WQ = lowbit::Quantizer<lowbit::Bits<4>, lowbit::Asymmetric, lowbit::PerGroup<128>>;
+  lowbit::Result<lowbit::FakeQuantLinear<WQ>> layer = lowbit::FakeQuantLinear<WQ>::create(
+      lowbit::row_major(static_cast<const float*>(latent->data()), l.rows, l.cols), nullptr, {});
+  REQUIRE(layer);
+  const std::vector<float> zeros(r->zeros.begin(), r->zeros.end());
+  REQUIRE(layer->set_weight_params(r->scales.data(), zeros.data()));
+  const std::int64_t tokens = 3;
+  const auto x = lowbit_test::gaussian(tokens * l.cols, 1.0f, 77);
+  std::vector<float> y(static_cast<std::size_t>(tokens * l.rows));
+  std::vector<float> dy(y.size(), 1.0f), dx(x.size());
+  REQUIRE(layer->forward(lowbit::row_major(x.data(), tokens, l.cols),
+                         lowbit::row_major(y.data(), tokens, l.rows)));
+  std::int64_t differs = 0;
+  for (std::size_t k = 0; k < r->dequantized.size(); ++k)
+    differs += layer->fake_weight()[k] != r->dequantized[k];
+  // w·(1/s) and GPTQ's w/s may resolve a rounding tie differently; on this layer none does.
+  CHECK(differs == 0);
+  REQUIRE(layer->backward(lowbit::row_major(static_cast<const float*>(dy.data()), tokens, l.rows),
+                          lowbit::row_major(dx.data(), tokens, l.cols)));
+  std::int64_t masked = 0;
+  for (float g : layer->grad_weight()) masked += g == 0.0f;
+  CHECK(masked == 0);
+
+  // Misuse.
+  lowbit::GptqResult without = *r;
+  without.updated.clear();
+  CHECK(lowbit::gptq_qat_latent(without, 4).status().code() == lowbit::Errc::kInvalidArgument);
+  CHECK(lowbit::gptq_qat_latent(*r, 0).status().code() == lowbit::Errc::kInvalidArgument);
+  lowbit::GptqResult short_scales = *r;
+  short_scales.scales.pop_back();
+  CHECK(lowbit::gptq_qat_latent(short_scales, 4).status().code() == lowbit::Errc::kShapeMismatch);
+  lowbit::GptqResult bad_group = *r;
+  bad_group.g_idx[5] = bad_group.groups;
+  CHECK(lowbit::gptq_qat_latent(bad_group, 4).status().code() == lowbit::Errc::kShapeMismatch);
 }
 
 TEST_CASE("gptq: quantizer edge rows (find_params and quantize) are exact") {

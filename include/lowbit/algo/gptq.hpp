@@ -170,6 +170,7 @@ struct GptqOptions {
   bool act_order = false;         // process columns by decreasing diag(H)
   bool static_groups = false;     // group parameters from W before any update
   int max_damping_retries = 4;    // 0..32; each retry multiplies the damping by 10
+  bool keep_updated = false;      // also return GptqResult::updated
   // Runs the column sweep on slices of rows in parallel (null: the calling thread only). The
   // result is the same for any executor.
   Executor* executor = nullptr;
@@ -190,6 +191,13 @@ struct GptqResult {
   std::vector<std::int64_t> g_idx;  // (cols): the group of each original column
   std::vector<std::int64_t> perm;   // (cols): the original column processed j-th
   std::vector<float> dequantized;   // (rows × cols): Q = scale·(code − zero), original order
+  // With options.keep_updated, (rows × cols) in original order: each weight as the sweep found it
+  // when its column was quantized, i.e. W after the error updates of every column before it, so
+  // that code = clamp(rint(updated / scale) + zero). Empty otherwise. Unlike the dequantized Q,
+  // these values sit anywhere inside their rounding intervals: QAT started from GPTQ's solution
+  // uses them as latent weights (a latent weight on its grid point needs half a step of training
+  // before its code can change).
+  std::vector<float> updated;
   double loss = 0.0;                // Σ (w − q)² / (2·U_jj²), the reference's sum(Losses)
   float percdamp = 0.0f;            // relative damping that succeeded
   float damp = 0.0f;                // the absolute value added to diag(H)
@@ -439,7 +447,8 @@ bool gptq_lazy_sweep(Eigen::MatrixXf& w, const Eigen::MatrixXf& u, std::int64_t 
 inline bool gptq_run_rows(MatrixView<const float> w_in, const Eigen::MatrixXf& u,
                           const GptqSetup& s, const GptqOptions& opt, bool lazy, std::int64_t r0,
                           std::int64_t count_rows, Eigen::MatrixXf& levels,
-                          std::vector<GptqQuantParams>& params, double* loss) {
+                          Eigen::MatrixXf* updated, std::vector<GptqQuantParams>& params,
+                          double* loss) {
   const std::int64_t rows = count_rows, n = s.cols;
   const bool dynamic_groups = opt.group_size > 0 && !opt.static_groups;
   // Working W in processing order, dead columns zeroed.
@@ -467,6 +476,7 @@ inline bool gptq_run_rows(MatrixView<const float> w_in, const Eigen::MatrixXf& u
   // Without lazy batches every column updates W at once: a batch of one column.
   const auto column = [&](std::int64_t j, const Eigen::MatrixXf& w1, std::int64_t i, float* err) {
     const GptqQuantParams* p = params_for(j);  // reads w, not w1: stale inside a batch
+    if (updated != nullptr) updated->col(j).segment(r0, rows) = w1.col(i);
     return p != nullptr &&
            gptq_quantize_column(&w1(0, i), p, s.maxq, u(j, j), rows, &levels(r0, j), err, loss);
   };
@@ -477,15 +487,16 @@ inline bool gptq_run_rows(MatrixView<const float> w_in, const Eigen::MatrixXf& u
 // order, so the result does not depend on which thread ran which slice.
 inline bool gptq_run(MatrixView<const float> w_in, const Eigen::MatrixXf& u, const GptqSetup& s,
                      const GptqOptions& opt, bool lazy, Executor& executor,
-                     Eigen::MatrixXf& levels, std::vector<GptqQuantParams>& params,
-                     double* loss) {
+                     Eigen::MatrixXf& levels, Eigen::MatrixXf* updated,
+                     std::vector<GptqQuantParams>& params, double* loss) {
   params = s.fixed;
   levels.resize(s.rows, s.cols);
+  if (updated != nullptr) updated->resize(s.rows, s.cols);
   const std::int64_t slices = gptq_slice_count(s.rows, executor);
   std::vector<double> slice_loss(static_cast<std::size_t>(slices), 0.0);
   const bool ok = gptq_for_row_slices(
       s.rows, slices, executor, [&](std::int64_t t, std::int64_t r0, std::int64_t count) {
-        return gptq_run_rows(w_in, u, s, opt, lazy, r0, count, levels, params,
+        return gptq_run_rows(w_in, u, s, opt, lazy, r0, count, levels, updated, params,
                              &slice_loss[static_cast<std::size_t>(t)]);
       });
   *loss = 0.0;
@@ -544,12 +555,13 @@ inline Result<GptqResult> gptq_quantize_impl(MatrixView<const float> w, MatrixVi
                      [&](std::int64_t a, std::int64_t b) { return diag(a) > diag(b); });
   }
 
-  Eigen::MatrixXf levels;
+  Eigen::MatrixXf levels, updated;
   std::vector<GptqQuantParams> params;
   double loss = 0.0;
   const Result<GptqDamping> damping = gptq_with_damping(
       h, s, opt.percdamp, opt.max_damping_retries, [&](const Eigen::MatrixXf& u) {
-        return gptq_run(w, u, s, opt, lazy, executor, levels, params, &loss);
+        return gptq_run(w, u, s, opt, lazy, executor, levels, opt.keep_updated ? &updated : nullptr,
+                        params, &loss);
       });
   if (!damping) return damping.status();
   GptqResult out;
@@ -577,6 +589,14 @@ inline Result<GptqResult> gptq_quantize_impl(MatrixView<const float> w, MatrixVi
       const auto k = static_cast<std::size_t>(r * n + c);
       out.codes[k] = static_cast<std::uint8_t>(levels(r, j));
       out.dequantized[k] = gptq_dequantize(levels(r, j), p[r]);
+    }
+  }
+  if (opt.keep_updated) {
+    out.updated.resize(static_cast<std::size_t>(rows * n));
+    for (std::int64_t j = 0; j < n; ++j) {
+      const std::int64_t c = s.perm[static_cast<std::size_t>(j)];
+      for (std::int64_t r = 0; r < rows; ++r)
+        out.updated[static_cast<std::size_t>(r * n + c)] = updated(r, j);
     }
   }
   for (std::int64_t g = 0; g < s.groups; ++g) {
@@ -668,6 +688,40 @@ inline Result<RtnResult> rtn_quantize(MatrixView<const float> w, int bits, bool 
     }
   }
   return out;
+}
+
+// The latent weights of quantization-aware training started from GPTQ's solution (rows × cols,
+// row-major): r.updated, each clipped into its group's code range [scale·(0 − zero),
+// scale·(maxq − zero)], maxq = 2^bits − 1. Quantizing them on the same grid (lowbit's Quantizer
+// with r's scales and zero points, or gptq_level) gives r's codes again, up to the rare value whose
+// w/scale lands on a rounding tie that w·(1/scale) resolves the other way; and the straight-through
+// estimator, which passes gradient only inside the code range, reaches every one of them. Errors:
+// r made without keep_updated (kInvalidArgument), bits outside 1..8 (kInvalidArgument), r's arrays
+// not matching its shape (kShapeMismatch).
+inline Result<std::vector<float>> gptq_qat_latent(const GptqResult& r, int bits) {
+  if (bits < 1 || bits > 8) return Status(Errc::kInvalidArgument, "bits must be in 1..8");
+  const auto n = static_cast<std::size_t>(r.rows * r.cols);
+  if (r.updated.empty())
+    return Status(Errc::kInvalidArgument, "gptq_qat_latent: run GPTQ with keep_updated");
+  if (r.rows < 1 || r.cols < 1 || r.groups < 1 || r.updated.size() != n ||
+      r.g_idx.size() != static_cast<std::size_t>(r.cols) ||
+      r.scales.size() != static_cast<std::size_t>(r.rows * r.groups) ||
+      r.zeros.size() != r.scales.size())
+    return Status(Errc::kShapeMismatch, "gptq_qat_latent: the result's arrays do not match its shape");
+  const auto maxq = static_cast<float>((1 << bits) - 1);
+  std::vector<float> latent(n);
+  for (std::int64_t row = 0; row < r.rows; ++row) {
+    for (std::int64_t c = 0; c < r.cols; ++c) {
+      const std::int64_t g = r.g_idx[static_cast<std::size_t>(c)];
+      if (g < 0 || g >= r.groups)
+        return Status(Errc::kShapeMismatch, "gptq_qat_latent: g_idx out of range", c);
+      const auto k = static_cast<std::size_t>(row * r.cols + c);
+      const auto gi = static_cast<std::size_t>(row * r.groups + g);
+      const float scale = r.scales[gi], zero = static_cast<float>(r.zeros[gi]);
+      latent[k] = std::clamp(r.updated[k], scale * (0.0f - zero), scale * (maxq - zero));
+    }
+  }
+  return latent;
 }
 
 }  // namespace lowbit
