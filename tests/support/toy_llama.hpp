@@ -1,5 +1,5 @@
 // tests/support/toy_llama.hpp: a small random Llama for the tests of the examples' training code
-// (test_llama_backward, test_distill), and the Status helpers those tests share.
+// (test_llama_backward, test_distill); it brings support/status.hpp's helpers with it.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -14,6 +14,7 @@
 #include "llama/llama.hpp"
 #include "lowbit/status.hpp"
 #include "support/random.hpp"
+#include "support/status.hpp"
 
 namespace lowbit_test {
 
@@ -86,21 +87,6 @@ inline std::vector<std::int32_t> random_tokens(std::int64_t n, std::int32_t voca
   std::vector<std::int32_t> t(static_cast<std::size_t>(n));
   for (std::int32_t& x : t) x = d(rng);
   return t;
-}
-
-// The value of a Result that must hold one; the test stops with the Status otherwise.
-template <class T>
-T value_of(lowbit::Result<T> r) {
-  INFO("status: ", std::string(r.status().message()), " (",
-       std::string(lowbit::errc_name(r.status().code())), ", index ", r.status().index(), ")");
-  REQUIRE(r.has_value());
-  return std::move(*r);
-}
-
-inline void require_ok(lowbit::Status s) {
-  INFO("status: ", std::string(s.message()), " (", std::string(lowbit::errc_name(s.code())),
-       ", index ", s.index(), ")");
-  REQUIRE(s.ok());
 }
 
 }  // namespace lowbit_test

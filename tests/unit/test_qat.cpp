@@ -29,6 +29,7 @@
 #include "lowbit/qat.hpp"
 #include "support/oracle.hpp"
 #include "support/random.hpp"
+#include "support/status.hpp"
 
 namespace {
 
@@ -36,6 +37,8 @@ using lowbit::Errc;
 using lowbit::FakeQuantLinear;
 using lowbit::row_major;
 using lowbit_test::load;
+using lowbit_test::require_ok;
+using lowbit_test::value_of;
 
 template <class G>
 using U8 = lowbit::Quantizer<lowbit::Bits<8>, lowbit::Asymmetric, G>;
@@ -89,18 +92,6 @@ double max_abs(const std::vector<double>& v) {
   double m = 0.0;
   for (double x : v) m = std::fmax(m, std::fabs(x));
   return m;
-}
-
-template <class T>
-T value_of(lowbit::Result<T>&& r) {
-  INFO("status: ", r.status().message());
-  REQUIRE(r);
-  return std::move(*r);
-}
-
-void require_ok(lowbit::Status s) {
-  INFO("status: ", s.message(), " index ", s.index());
-  REQUIRE(s.ok());
 }
 
 }  // namespace
