@@ -203,6 +203,8 @@ struct TrainOptions {
   // Multiplies lr for scales and zero points. Adam moves every value by about lr per step
   // whatever its gradient's size; a scale sets a whole group's grid, and on tinylm (W3 g128,
   // starting from round-to-nearest) scales moving 4× faster than weights recovered the most.
+  // Started from GPTQ's solution, fast scales undo it: lowbit_evaluate's QAT uses 1× there, its
+  // PEQA (scales alone) 16×.
   double scale_lr_ratio = 4.0;
   // False holds zero points at their starting values (AdamW gets a learning rate of 0 for them).
   // Started from GPTQ's solution, whose zero points GPTQ's error feedback relied on, holding them
