@@ -475,6 +475,16 @@ TEST_CASE("gptq: gptq_qat_latent puts QAT's latent weights on GPTQ's codes, insi
   lowbit::GptqResult bad_group = *r;
   bad_group.g_idx[5] = bad_group.groups;
   CHECK(lowbit::gptq_qat_latent(bad_group, 4).status().code() == lowbit::Errc::kShapeMismatch);
+  lowbit::GptqResult bad_scale = *r;
+  bad_scale.scales[3] = std::numeric_limits<float>::quiet_NaN();
+  CHECK(lowbit::gptq_qat_latent(bad_scale, 4).status().code() == lowbit::Errc::kInvalidArgument);
+  CHECK(lowbit::gptq_qat_latent(bad_scale, 4).status().index() == 3);
+  bad_scale.scales[3] = 0.0f;
+  CHECK(lowbit::gptq_qat_latent(bad_scale, 4).status().code() == lowbit::Errc::kInvalidArgument);
+  lowbit::GptqResult bad_weight = *r;
+  bad_weight.updated[9] = std::numeric_limits<float>::infinity();
+  CHECK(lowbit::gptq_qat_latent(bad_weight, 4).status().code() == lowbit::Errc::kNonFinite);
+  CHECK(lowbit::gptq_qat_latent(bad_weight, 4).status().index() == 9);
 }
 
 TEST_CASE("gptq: quantizer edge rows (find_params and quantize) are exact") {

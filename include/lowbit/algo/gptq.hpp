@@ -696,8 +696,9 @@ inline Result<RtnResult> rtn_quantize(MatrixView<const float> w, int bits, bool 
 // with r's scales and zero points, or gptq_level) gives r's codes again, up to the rare value whose
 // w/scale lands on a rounding tie that w·(1/scale) resolves the other way; and the straight-through
 // estimator, which passes gradient only inside the code range, reaches every one of them. Errors:
-// r made without keep_updated (kInvalidArgument), bits outside 1..8 (kInvalidArgument), r's arrays
-// not matching its shape (kShapeMismatch).
+// r made without keep_updated, bits outside 1..8, a scale not positive and finite
+// (kInvalidArgument, index = scale), a NaN/Inf updated weight (kNonFinite, index = weight), r's
+// arrays not matching its shape or g_idx out of range (kShapeMismatch).
 inline Result<std::vector<float>> gptq_qat_latent(const GptqResult& r, int bits) {
   if (bits < 1 || bits > 8) return Status(Errc::kInvalidArgument, "bits must be in 1..8");
   const auto n = static_cast<std::size_t>(r.rows * r.cols);
@@ -718,6 +719,12 @@ inline Result<std::vector<float>> gptq_qat_latent(const GptqResult& r, int bits)
       const auto k = static_cast<std::size_t>(row * r.cols + c);
       const auto gi = static_cast<std::size_t>(row * r.groups + g);
       const float scale = r.scales[gi], zero = static_cast<float>(r.zeros[gi]);
+      if (!(scale > 0.0f) || !std::isfinite(scale))
+        return Status(Errc::kInvalidArgument, "gptq_qat_latent: a scale is not positive and finite",
+                      static_cast<std::int64_t>(gi));
+      if (!std::isfinite(r.updated[k]))
+        return Status(Errc::kNonFinite, "gptq_qat_latent: an updated weight is NaN or Inf",
+                      static_cast<std::int64_t>(k));
       latent[k] = std::clamp(r.updated[k], scale * (0.0f - zero), scale * (maxq - zero));
     }
   }
