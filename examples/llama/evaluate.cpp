@@ -2,7 +2,7 @@
 //
 //   lowbit_evaluate [--model-dir models/tinylm] [--full] [--windows N] [--calib-windows N]
 //                   [--schemes a,b,...] [--csv FILE] [--svg FILE] [--no-speed] [--layer-speed]
-//                   [--list] [--train] [--train-steps N] [--train-windows N]
+//                   [--list] [--train] [--train-steps N] [--train-windows N] [--gguf FILE]...
 //
 // For each scheme (--list prints them) the decoder linears of tinylm are quantized from the fp32
 // checkpoint and replaced by lowbit quantized layers running lowbit's kernels; the program then
@@ -31,43 +31,16 @@
 // thread its own state; kernels on the calling thread) and the figure is aggregate throughput.
 // The speed of a Llama-3-8B-sized layer, where threads split each product, is layer_speed's.
 //
-// Schemes and the layers they run on (names as lowbit_quantize's --type where one exists):
-//   fp32, bf16                      DenseLinear (Eigen) / dequant_gemm bf16
-//   rtn-*                           round to nearest, reference.json's formulas (AWQ's
-//                                   pseudo_quantize without scaling), dequant_gemm packed codes
-//   gptq-*                          GPTQ (act order, static groups, damp 1%, block 128) on the
-//                                   calibration Hessian, dequant_gemm packed codes
-//   awq-w4-g128                     AWQ scale search folded into the RMSNorm weights (q/k/v,
-//                                   gate/up) and up_proj's rows (down), clip search, packed codes
-//   w8a8-sq                         SmoothQuant α = 0.5 folded into the norms, W8A8 gemm_w8a8
-//                                   (int8 weights per channel, int8 activations per token)
-//   w4a8-gptq, q4_0-a8              4-bit weights with int8 activations per 32-block (gemm)
-//   q8_0 q6_K q4_K q4_0 iq4_nl ...  ggml's quantizers byte for byte, dequant_gemm on the blocks
-//   *-imat                          the same with an importance matrix from calibration text
-//   gptq-q4_K, gptq-q4_0, ...       GPTQ's values in those block formats (algo/gptq_ggml.hpp);
-//                                   gptq-q4_0-a8 runs them with int8 activations
-//   mixed-B[-gamma]                 seed 000's allocation b*_l = ½·log2(α_l·σ_l²/λ) at an average
-//                                   of B bits per weight (storage counted) over widths 8 (per
-//                                   channel), 4, 3 and 2 (groups of 128), GPTQ values at each
-//                                   width; -gamma multiplies each layer's scales by
-//                                   γ = std(W)/std(Ŵ)
-//   peqa-*, qat-*, lkd-*, qat-df-*  training (distill.hpp), from the gptq-* rows' solution, on
-//   qat-w4a8                        --train-windows (default 128) windows of calib.txt: PEQA
-//                                   (GPTQ's codes frozen, scales trained) and LSQ QAT (latent
-//                                   weights and scales) distilled from fp32's logits (KL); lkd:
-//                                   ZeroQuant's block-wise distillation; qat-df: the QAT of qat-*
-//                                   on as many windows the fp32 model wrote itself (LLM-QAT's
-//                                   data-free data), its GPTQ calibrated on them too; qat-w4a8
-//                                   adds int8 per-token activation fake quantization. Exported to
-//                                   packed codes, run as the rtn rows (qat-w4a8: int8-act gemm).
-//                                   Only with --train, --full or when named: each trains
-//                                   --train-steps steps (default 200) of 4 windows on 2 threads,
-//                                   and "quant s" is its training time
-//   kv8, kv4, kv2                   fp32 weights, KIVI KV cache (keys per channel in groups of
-//                                   32 tokens, values per token, 32 recent tokens in fp32); their
-//                                   perplexity is measured decoding token by token, so that
-//                                   every score reads the quantized cache, on at most 64 windows
-//                                   (255 passes each), against fp32 on the same windows
+// The schemes (--list prints them) are llama/schemes.hpp's, which lowbit_quantize --scheme writes
+// under the same names; that header says what each one is. The training rows (peqa-*, qat-*,
+// lkd-*, qat-df-*) run only with --train, --full or when named. The KV rows (kv8, kv4, kv2)
+// measure their perplexity decoding token by token, so that every score reads the quantized
+// cache, on at most 64 windows (255 passes each), against fp32 on the same windows.
+//
+// --gguf FILE (repeatable) adds a row for a GGUF file that lowbit_quantize wrote for this model,
+// read back by llama/gguf_model.hpp and measured like the schemes: `lowbit_quantize tinylm f.gguf
+// --scheme gptq-q4_K` and this program's gptq-q4_K row, with the same --calib-windows, give the
+// same perplexity, which checks the file (Q/K permutation included) end to end.
 //
 // Then, with --full or --layer-speed, the speed of one Llama-3-8B-shaped decoder layer with fp32,
 // INT8 and INT4 linears (layer_speed.hpp), where threads split each product: tinylm lives in
@@ -92,19 +65,11 @@
 #include <tuple>
 #include <vector>
 
-#include "llama/distill.hpp"
+#include "llama/gguf_model.hpp"
 #include "llama/layer_speed.hpp"
 #include "llama/llama.hpp"
-#include "llama/quantized_linear.hpp"
-#include "lowbit/algo/awq.hpp"
-#include "lowbit/algo/gptq.hpp"
-#include "lowbit/algo/gptq_ggml.hpp"
-#include "lowbit/algo/hessian.hpp"
-#include "lowbit/algo/mixed_precision.hpp"
-#include "lowbit/algo/smoothquant.hpp"
-#include "lowbit/format/ggml/float16.hpp"
+#include "llama/schemes.hpp"
 #include "lowbit/kv_cache.hpp"
-#include "lowbit/qat.hpp"
 
 #ifndef LOWBIT_TINYLM_DIR
 #define LOWBIT_TINYLM_DIR "models/tinylm"
@@ -115,10 +80,10 @@ namespace {
 using lowbit::Errc;
 using lowbit::Result;
 using lowbit::Status;
-using llama::kLinearsPerLayer;
-using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using LinearPtr = std::unique_ptr<llama::Linear>;
-using GgmlType = lowbit::io::GgmlType;
+using llama::schemes::Built;
+using llama::schemes::Deploy;
+using Scheme = llama::schemes::SchemeBuilder::Scheme;
 
 struct Options {
   std::string dir = LOWBIT_TINYLM_DIR;
@@ -128,146 +93,10 @@ struct Options {
   int reps = 1;
   bool speed = true, full = false, layer_speed = false;
   std::string only, csv, svg;
+  std::vector<std::string> gguf;  // files of lowbit_quantize, measured after the schemes
   // Training rows (QAT, PEQA, distillation): run with --train or --full, or when named.
   bool train = false;
   std::int64_t train_steps = 200, train_windows = 128;
-};
-
-// ---------------------------------------------------------------------------------------------
-// Calibration: what the algorithms need of each distinct linear input of each layer.
-
-// The four inputs of a decoder layer: q/k/v read the attention norm's output, o the attention
-// output, gate/up the MLP norm's output, down the SwiGLU product.
-enum Input : int { kAttnIn, kOIn, kMlpIn, kDownIn, kInputs };
-constexpr Input kInputOf[kLinearsPerLayer] = {kAttnIn, kAttnIn, kAttnIn, kOIn, kMlpIn, kMlpIn, kDownIn};
-
-struct InputStats {
-  std::unique_ptr<lowbit::HessianAccumulator> hessian;  // XᵀX for GPTQ and the sensitivities
-  std::vector<float> absmax;                            // max |x| per channel, for SmoothQuant
-  std::vector<float> sample;                            // every k-th token, for AWQ's searches
-  std::int64_t sample_tokens = 0, in = 0;
-};
-
-struct Calibration {
-  std::vector<InputStats> inputs;  // [layer · kInputs + input]
-  const InputStats& at(std::int64_t layer, int slot) const {
-    return inputs[static_cast<std::size_t>(layer * kInputs + kInputOf[slot])];
-  }
-  RowMatrix sample(std::int64_t layer, Input input) const {
-    const InputStats& s = inputs[static_cast<std::size_t>(layer * kInputs + input)];
-    return Eigen::Map<const RowMatrix>(s.sample.data(), s.sample_tokens, s.in);
-  }
-};
-
-Result<Calibration> calibrate(const llama::LlamaModel& model, const std::vector<std::uint8_t>& text,
-                              std::int64_t windows) {
-  const std::int64_t n = 256, layers = model.config().num_layers;
-  constexpr std::int64_t kMaxSample = 2048;  // AWQ's searches: the reference uses 128 × 512 tokens
-  const std::int64_t every = std::max<std::int64_t>(1, windows * n / kMaxSample);
-  Calibration c;
-  c.inputs.resize(static_cast<std::size_t>(layers * kInputs));
-  Status failed;
-  llama::ForwardHooks hooks;
-  hooks.linear_input = [&](const std::string& name, const float* x, std::int64_t tokens,
-                           std::int64_t in) {
-    const std::int64_t l = std::atoll(name.c_str() + std::strlen("model.layers."));
-    int slot = 0;
-    while (slot < kLinearsPerLayer && model.linear_name(l, slot) != name) ++slot;
-    if (slot == llama::kK || slot == llama::kV || slot == llama::kUp) return;  // shared inputs
-    InputStats& s = c.inputs[static_cast<std::size_t>(l * kInputs + kInputOf[slot])];
-    if (!s.hessian) {
-      Result<lowbit::HessianAccumulator> h = lowbit::HessianAccumulator::create(in);
-      if (!h) {
-        failed = h.status();
-        return;
-      }
-      s.hessian = std::make_unique<lowbit::HessianAccumulator>(std::move(*h));
-      s.absmax.assign(static_cast<std::size_t>(in), 0.0f);
-      s.in = in;
-    }
-    const Status st = s.hessian->add_batch(lowbit::row_major(x, tokens, in));
-    if (!st) failed = st;
-    for (std::int64_t t = 0; t < tokens; ++t)
-      for (std::int64_t j = 0; j < in; ++j)
-        s.absmax[static_cast<std::size_t>(j)] =
-            std::max(s.absmax[static_cast<std::size_t>(j)], std::fabs(x[t * in + j]));
-    for (std::int64_t t = 0; t < tokens && s.sample_tokens < kMaxSample; t += every) {
-      s.sample.insert(s.sample.end(), x + t * in, x + (t + 1) * in);
-      ++s.sample_tokens;
-    }
-  };
-  Result<llama::LlamaState> state = model.new_state(n);
-  if (!state) return state.status();
-  std::vector<float> logits(static_cast<std::size_t>(n * model.config().vocab_size));
-  std::vector<std::int32_t> ids(static_cast<std::size_t>(n));
-  for (std::int64_t w = 0; w < windows; ++w) {
-    for (std::int64_t t = 0; t < n; ++t) ids[static_cast<std::size_t>(t)] = text[w * n + t];
-    state->reset();
-    LOWBIT_TRY(model.forward(ids.data(), n, *state, logits.data(), &hooks));
-    LOWBIT_TRY(failed);
-  }
-  return c;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Quantization widths and the algorithms, per linear.
-
-struct Width {
-  int bits;
-  std::int64_t group;  // −1: the whole row (per output channel)
-  bool symmetric;
-};
-
-lowbit::AwqQuantConfig awq_config(const Width& w) {
-  lowbit::AwqQuantConfig c;
-  c.bits = w.bits;
-  c.group_size = w.group;
-  c.zero_point = !w.symmetric;
-  return c;
-}
-
-// reference.json's round to nearest (AWQ's pseudo_quantize_tensor is the same formula).
-Result<lowbit::AwqQuantized> rtn(const RowMatrix& w, const Width& width) {
-  return lowbit::awq_pseudo_quantize(lowbit::row_major(w.data(), w.rows(), w.cols()),
-                                     awq_config(width));
-}
-
-Result<lowbit::GptqResult> gptq(const RowMatrix& w, const InputStats& in, const Width& width,
-                                lowbit::Executor& executor) {
-  lowbit::GptqOptions o;
-  o.bits = width.bits;
-  o.symmetric = width.symmetric;
-  o.group_size = width.group;
-  o.act_order = true;
-  o.static_groups = true;  // groups stay contiguous in storage order: deployable as packed codes
-  o.keep_updated = true;   // the latent weights of QAT started from GPTQ
-  o.executor = &executor;
-  return lowbit::gptq_quantize(lowbit::row_major(w.data(), w.rows(), w.cols()),
-                               in.hessian->hessian(), o);
-}
-
-double standard_deviation(const float* x, std::size_t n) {
-  double mean = 0, sq = 0;
-  for (std::size_t i = 0; i < n; ++i) mean += x[i];
-  mean /= static_cast<double>(n);
-  for (std::size_t i = 0; i < n; ++i) sq += (x[i] - mean) * (x[i] - mean);
-  return std::sqrt(sq / static_cast<double>(n));
-}
-
-// tr(ΔW·H·ΔWᵀ) / tr(W·H·Wᵀ): the relative output error on the calibration inputs.
-double relative_output_error(const RowMatrix& w, const float* q, const InputStats& in) {
-  const Eigen::MatrixXd h = in.hessian->hessian().cast<double>();
-  const Eigen::MatrixXd wd = w.cast<double>();
-  const Eigen::MatrixXd dw = wd - Eigen::Map<const RowMatrix>(q, w.rows(), w.cols()).cast<double>();
-  return (dw * h).cwiseProduct(dw).sum() / (wd * h).cwiseProduct(wd).sum();
-}
-
-// ---------------------------------------------------------------------------------------------
-// A built scheme: its 42 layers (in load order) and, when it rewrote them, its own norm weights.
-
-struct Built {
-  std::vector<LinearPtr> linears;
-  std::vector<std::vector<float>> norms;  // empty, or [2·layer] input norm, [2·layer+1] MLP norm
 };
 
 struct Row {
@@ -284,115 +113,8 @@ struct Row {
 
 class Evaluation {
  public:
-  Evaluation(Options o, llama::LlamaModel fp32, std::vector<std::uint8_t> calib,
-             std::vector<std::uint8_t> eval)
-      : o_(std::move(o)), fp32_(std::move(fp32)), calib_text_(std::move(calib)),
-        eval_(std::move(eval)), pool_(2) {}
-
-  Status calibrate() {
-    Result<Calibration> c = ::calibrate(fp32_, calib_text_, o_.calib_windows);
-    if (!c) return c.status();
-    calib_ = std::move(*c);
-    const llama::LlamaConfig& cfg = fp32_.config();
-    for (std::int64_t l = 0; l < cfg.num_layers; ++l)
-      for (int s = 0; s < kLinearsPerLayer; ++s) {
-        const auto shape = llama::linear_shape(cfg, s);
-        weights_.push_back(Eigen::Map<const RowMatrix>(
-            fp32_.weights().layers[static_cast<std::size_t>(l)].linear[s], shape.first, shape.second));
-      }
-    return {};
-  }
-
-  // Every scheme: name, the layer kind shown in the table, the reference.json key it reproduces.
-  struct Scheme {
-    const char* name;
-    const char* layer;
-    const char* reference;
-    std::function<Result<Built>()> build;
-    int kv_bits;  // 0: fp32 cache
-    bool trained = false;  // a training row: skipped unless --train, --full or named
-  };
-
-  std::vector<Scheme> schemes() {
-    const Width w8{8, -1, true}, w4{4, 128, false}, w4s{4, 128, true}, w3{3, 128, false},
-        w2{2, 64, false};
-    std::vector<Scheme> s;
-    const auto fp32 = [this] { return per_linear([](const RowMatrix& w, std::size_t) -> Result<LinearPtr> {
-      return LinearPtr(new llama::DenseLinear(std::vector<float>(w.data(), w.data() + w.size()),
-                                              w.rows(), w.cols()));
-    }); };
-    s.push_back({"fp32", "Eigen fp32", nullptr, fp32, 0});
-    s.push_back({"bf16", "dequant bf16", nullptr, [this] { return bf16(); }, 0});
-    s.push_back({"rtn-w8", "dequant packed", "int8_per_channel_sym", [this, w8] { return rtn_scheme(w8); }, 0});
-    s.push_back({"rtn-w4-g128", "dequant packed", "int4_g128_asym", [this, w4] { return rtn_scheme(w4); }, 0});
-    s.push_back({"rtn-w4-g128-sym", "dequant packed", "int4_g128_sym", [this, w4s] { return rtn_scheme(w4s); }, 0});
-    s.push_back({"rtn-w3-g128", "dequant packed", "int3_g128_asym", [this, w3] { return rtn_scheme(w3); }, 0});
-    s.push_back({"rtn-w2-g64", "dequant packed", "int2_g64_asym", [this, w2] { return rtn_scheme(w2); }, 0});
-    s.push_back({"gptq-w4-g128", "dequant packed", nullptr, [this, w4] { return gptq_scheme(w4, false); }, 0});
-    s.push_back({"gptq-w3-g128", "dequant packed", nullptr, [this, w3] { return gptq_scheme(w3, false); }, 0});
-    s.push_back({"gptq-w2-g64", "dequant packed", nullptr, [this, w2] { return gptq_scheme(w2, false); }, 0});
-    s.push_back({"awq-w4-g128", "dequant packed", nullptr, [this, w4] { return awq_scheme(w4); }, 0});
-    s.push_back({"w8a8-sq", "gemm_w8a8", nullptr, [this] { return smoothquant(); }, 0});
-    s.push_back({"w4a8-gptq", "int8-act gemm", nullptr, [this, w4] { return gptq_scheme(w4, true); }, 0});
-    s.push_back({"q4_0-a8", "int8-act gemm", nullptr, [this] { return ggml_scheme(GgmlType::kQ4_0, true); }, 0});
-    const std::pair<const char*, GgmlType> ggml[] = {
-        {"q8_0", GgmlType::kQ8_0}, {"q6_K", GgmlType::kQ6_K},     {"q4_K", GgmlType::kQ4_K},
-        {"q4_0", GgmlType::kQ4_0}, {"iq4_nl", GgmlType::kIQ4_NL}, {"q3_K", GgmlType::kQ3_K},
-        {"q2_K", GgmlType::kQ2_K}};
-    for (const auto& g : ggml)
-      s.push_back({g.first, "dequant ggml", nullptr, [this, t = g.second] { return ggml_scheme(t, false); }, 0});
-    // The same quantizers with an importance matrix (llama-imatrix's: the mean of x² per input
-    // channel on calibration text, here diag(XᵀX) up to a factor that does not change the result).
-    const std::pair<const char*, GgmlType> imatrix[] = {{"q4_K-imat", GgmlType::kQ4_K},
-                                                        {"q4_0-imat", GgmlType::kQ4_0},
-                                                        {"iq4_nl-imat", GgmlType::kIQ4_NL},
-                                                        {"q3_K-imat", GgmlType::kQ3_K},
-                                                        {"q2_K-imat", GgmlType::kQ2_K}};
-    for (const auto& g : imatrix)
-      s.push_back({g.first, "dequant ggml", nullptr, [this, t = g.second] { return ggml_scheme(t, false, true); }, 0});
-    // GPTQ's values written in the same block formats (algo/gptq_ggml.hpp), block parameters
-    // from ggml's own search with diag(H) as importance: the files an engine already reads.
-    const std::pair<const char*, GgmlType> gptq_ggml[] = {{"gptq-q4_K", GgmlType::kQ4_K},
-                                                          {"gptq-q4_0", GgmlType::kQ4_0},
-                                                          {"gptq-iq4_nl", GgmlType::kIQ4_NL},
-                                                          {"gptq-q3_K", GgmlType::kQ3_K},
-                                                          {"gptq-q2_K", GgmlType::kQ2_K}};
-    for (const auto& g : gptq_ggml)
-      s.push_back({g.first, "dequant ggml", nullptr, [this, t = g.second] { return gptq_ggml_scheme(t, false); }, 0});
-    s.push_back({"gptq-q4_0-a8", "int8-act gemm", nullptr, [this] { return gptq_ggml_scheme(GgmlType::kQ4_0, true); }, 0});
-    s.push_back({"mixed-2.5", "dequant packed", nullptr, [this] { return mixed(2.5, false); }, 0});
-    s.push_back({"mixed-3.0", "dequant packed", nullptr, [this] { return mixed(3.0, false); }, 0});
-    s.push_back({"mixed-3.0-gamma", "dequant packed", nullptr, [this] { return mixed(3.0, true); }, 0});
-    s.push_back({"mixed-4.0", "dequant packed", nullptr, [this] { return mixed(4.0, false); }, 0});
-    s.push_back({"mixed-4.0-gamma", "dequant packed", nullptr, [this] { return mixed(4.0, true); }, 0});
-    // Training (distill.hpp): PEQA, LSQ QAT with logit distillation on calibration text, block-wise
-    // distillation, and the same QAT on text the fp32 model wrote itself (data-free).
-    const auto train = [&](const char* name, const char* layer, Recipe r, auto width, auto act) {
-      s.push_back({name, layer, nullptr, [this, r, width, act] { return trained(r, width, act); }, 0, true});
-    };
-    const TrainWidth<4, 128> t4;
-    const TrainWidth<3, 128> t3;
-    const TrainWidth<2, 64> t2;
-    const NoAct none;
-    train("peqa-w4-g128", "dequant packed", Recipe::kPeqa, t4, none);
-    train("qat-w4-g128", "dequant packed", Recipe::kQat, t4, none);
-    train("lkd-w4-g128", "dequant packed", Recipe::kBlocks, t4, none);
-    train("qat-df-w4-g128", "dequant packed", Recipe::kDataFree, t4, none);
-    train("peqa-w3-g128", "dequant packed", Recipe::kPeqa, t3, none);
-    train("qat-w3-g128", "dequant packed", Recipe::kQat, t3, none);
-    train("lkd-w3-g128", "dequant packed", Recipe::kBlocks, t3, none);
-    train("qat-df-w3-g128", "dequant packed", Recipe::kDataFree, t3, none);
-    train("peqa-w2-g64", "dequant packed", Recipe::kPeqa, t2, none);
-    train("qat-w2-g64", "dequant packed", Recipe::kQat, t2, none);
-    train("lkd-w2-g64", "dequant packed", Recipe::kBlocks, t2, none);
-    train("qat-df-w2-g64", "dequant packed", Recipe::kDataFree, t2, none);
-    train("qat-w4a8", "int8-act gemm", Recipe::kQat, t4, PerTokenInt8{});
-    for (int bits : {8, 4, 2}) {
-      static const char* const kNames[] = {"kv8", "kv4", "kv2"};
-      s.push_back({kNames[bits == 8 ? 0 : bits == 4 ? 1 : 2], "Eigen fp32 + KIVI", nullptr, fp32, bits});
-    }
-    return s;
-  }
+  Evaluation(Options o, llama::schemes::SchemeBuilder& builder, std::vector<std::uint8_t> eval)
+      : o_(std::move(o)), builder_(builder), fp32_(builder.fp32()), eval_(std::move(eval)) {}
 
   // Builds, loads and measures one scheme.
   Result<Row> run(const Scheme& scheme) {
@@ -402,20 +124,13 @@ class Evaluation {
     row.reference = scheme.reference;
     row.kv = scheme.kv_bits != 0;
     const auto t0 = std::chrono::steady_clock::now();
-    Result<Built> built = scheme.build();
+    Result<Built> built = scheme.build(builder_, Deploy::kRun);
     if (!built) return built.status();
     row.seconds_to_quantize = seconds_since(t0);
-    std::size_t index = 0, params = 0;
-    for (const LinearPtr& l : built->linears) {
-      row.linear_bytes += static_cast<double>(l->weight_bytes());
-      params += static_cast<std::size_t>(l->in_features() * l->out_features());
-    }
-    row.bpw = 8.0 * row.linear_bytes / static_cast<double>(params);
+    std::vector<const llama::Linear*> linears;
+    for (const LinearPtr& l : built->linears) linears.push_back(l.get());
+    set_sizes(linears, &row);
     const llama::LlamaConfig& cfg = fp32_.config();
-    const double rest = 4.0 * static_cast<double>(2 * cfg.vocab_size * cfg.hidden_size +
-                                                  (2 * cfg.num_layers + 1) * cfg.hidden_size);
-    row.model_bytes = row.linear_bytes + rest;
-
     Result<llama::LlamaWeights> weights =
         llama::LlamaWeights::load(o_.dir + "/model.safetensors", cfg);
     if (!weights) return weights.status();
@@ -424,20 +139,64 @@ class Evaluation {
         weights->layers[static_cast<std::size_t>(l)].input_norm = built->norms[2 * l].data();
         weights->layers[static_cast<std::size_t>(l)].post_attention_norm = built->norms[2 * l + 1].data();
       }
+    std::size_t index = 0;
     const llama::LinearFactory factory = [&](const std::string&, const float*, std::int64_t,
                                              std::int64_t) -> Result<LinearPtr> {
       return std::move(built->linears[index++]);
     };
     Result<llama::LlamaModel> model = llama::LlamaModel::from_weights(std::move(*weights), factory);
     if (!model) return model.status();
+    LOWBIT_TRY(measure(*model, scheme.kv_bits, &row));
+    return row;
+  }
 
+  // A GGUF file that lowbit_quantize wrote, read back (gguf_model.hpp) and measured as a scheme.
+  Result<Row> run_gguf(const std::string& path) {
+    Row row;
+    row.name = path.substr(path.rfind('/') == std::string::npos ? 0 : path.rfind('/') + 1);
+    row.layer = "gguf file";
+    std::string culprit;
+    Result<std::unique_ptr<llama::GgufModel>> g = llama::load_gguf_model(path, o_.dir, &culprit);
+    if (!g) {
+      std::fprintf(stderr, "lowbit_evaluate: %s: %s\n", path.c_str(), culprit.c_str());
+      return g.status();
+    }
+    const llama::LlamaModel& model = (*g)->model;
+    std::vector<const llama::Linear*> linears;
+    for (std::int64_t l = 0; l < model.config().num_layers; ++l)
+      for (int s = 0; s < llama::kLinearsPerLayer; ++s) linears.push_back(&model.linear(l, s));
+    set_sizes(linears, &row);
+    LOWBIT_TRY(measure(model, 0, &row));
+    return row;
+  }
+
+  const Options& options() const { return o_; }
+
+ private:
+  // bpw and model bytes of a model whose decoder linears are `linears`.
+  void set_sizes(const std::vector<const llama::Linear*>& linears, Row* row) const {
+    std::size_t params = 0;
+    for (const llama::Linear* l : linears) {
+      row->linear_bytes += static_cast<double>(l->weight_bytes());
+      params += static_cast<std::size_t>(l->in_features() * l->out_features());
+    }
+    row->bpw = 8.0 * row->linear_bytes / static_cast<double>(params);
+    const llama::LlamaConfig& cfg = fp32_.config();
+    const double rest = 4.0 * static_cast<double>(2 * cfg.vocab_size * cfg.hidden_size +
+                                                  (2 * cfg.num_layers + 1) * cfg.hidden_size);
+    row->model_bytes = row->linear_bytes + rest;
+  }
+
+  // Perplexity, KV-cache bytes and speed of `model` into `row`.
+  Status measure(const llama::LlamaModel& model, int kv_bits, Row* out) {
+    Row& row = *out;
     lowbit::KvQuantConfig kv;
-    kv.bits = scheme.kv_bits;
+    kv.bits = kv_bits;
     kv.group_tokens = 32;
     kv.residual = 32;
-    const lowbit::KvQuantConfig* kvp = scheme.kv_bits != 0 ? &kv : nullptr;
+    const lowbit::KvQuantConfig* kvp = kv_bits != 0 ? &kv : nullptr;
     row.windows = kvp ? std::min(o_.windows, o_.kv_windows) : o_.windows;
-    Result<llama::Perplexity> p = perplexity_of(*model, row.windows, kvp);
+    Result<llama::Perplexity> p = perplexity_of(model, row.windows, kvp);
     if (!p) return p.status();
     row.ppl = p->perplexity;
     row.ce = p->cross_entropy;
@@ -448,431 +207,18 @@ class Evaluation {
       base = b->perplexity;
     }
     row.fp32_ppl = base;
-    Result<double> kv_bytes = cache_bytes(*model, kvp);
+    Result<double> kv_bytes = cache_bytes(model, kvp);
     if (!kv_bytes) return kv_bytes.status();
     row.kv_bytes = *kv_bytes;
     if (o_.speed)
       for (int threads = 1; threads <= 2; ++threads)
-        LOWBIT_TRY(time_speed(*model, kvp, threads, &row.prefill[threads - 1], &row.decode[threads - 1]));
-    return row;
-  }
-
-  const Options& options() const { return o_; }
-
- private:
-  static double seconds_since(std::chrono::steady_clock::time_point t) {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-  }
-
-  std::size_t linear_count() const { return weights_.size(); }
-  std::int64_t layer_of(std::size_t li) const { return static_cast<std::int64_t>(li) / kLinearsPerLayer; }
-  int slot_of(std::size_t li) const { return static_cast<int>(li % kLinearsPerLayer); }
-
-  // One layer per linear from `make(W, index)`.
-  template <class Make>
-  Result<Built> per_linear(Make make) {
-    Built b;
-    for (std::size_t li = 0; li < linear_count(); ++li) {
-      Result<LinearPtr> l = make(weights_[li], li);
-      if (!l) return l.status();
-      b.linears.push_back(std::move(*l));
-    }
-    return b;
-  }
-
-  Result<Built> bf16() {
-    return per_linear([](const RowMatrix& w, std::size_t) -> Result<LinearPtr> {
-      std::vector<std::uint8_t> bytes(static_cast<std::size_t>(w.size()) * sizeof(lowbit::BFloat16));
-      std::vector<lowbit::BFloat16> h(static_cast<std::size_t>(w.size()));
-      LOWBIT_TRY(lowbit::ggml::f32_to_bf16_row(w.data(), w.size(), h.data()));
-      std::memcpy(bytes.data(), h.data(), bytes.size());
-      Result<std::unique_ptr<llama::DequantLinear>> l =
-          llama::DequantLinear::from_ggml(GgmlType::kBF16, std::move(bytes), w.rows(), w.cols());
-      if (!l) return l.status();
-      return LinearPtr(std::move(*l));
-    });
-  }
-
-  Result<Built> rtn_scheme(const Width& width) {
-    return per_linear([&](const RowMatrix& w, std::size_t) -> Result<LinearPtr> {
-      Result<lowbit::AwqQuantized> q = rtn(w, width);
-      if (!q) return q.status();
-      Result<std::unique_ptr<llama::DequantLinear>> l = llama::DequantLinear::from_awq(*q);
-      if (!l) return l.status();
-      return LinearPtr(std::move(*l));
-    });
-  }
-
-  // GPTQ results are cached per width (the mixed schemes and the training rows reuse them) and per
-  // calibration: the calibration text, or the windows the fp32 model sampled itself (data-free).
-  Result<const lowbit::GptqResult*> gptq_of(std::size_t li, const Width& width, bool data_free = false) {
-    auto& cache = gptq_cache_[{width.bits, width.group, data_free}];
-    cache.resize(linear_count());
-    if (!cache[li]) {
-      const Calibration& c = data_free ? sampled_calib_ : calib_;
-      if (c.inputs.empty()) return lowbit::Status(lowbit::Errc::kNotCalibrated, "no calibration for GPTQ");
-      Result<lowbit::GptqResult> r = gptq(weights_[li], c.at(layer_of(li), slot_of(li)), width, pool_);
-      if (!r) return r.status();
-      cache[li] = std::make_unique<lowbit::GptqResult>(std::move(*r));
-    }
-    return static_cast<const lowbit::GptqResult*>(cache[li].get());
-  }
-
-  Result<Built> gptq_scheme(const Width& width, bool int8_activations) {
-    return per_linear([&](const RowMatrix&, std::size_t li) -> Result<LinearPtr> {
-      Result<const lowbit::GptqResult*> r = gptq_of(li, width);
-      if (!r) return r.status();
-      if (int8_activations) {
-        Result<std::unique_ptr<llama::Int8ActLinear>> l = llama::Int8ActLinear::from_gptq(**r, width.bits);
-        if (!l) return l.status();
-        return LinearPtr(std::move(*l));
-      }
-      Result<std::unique_ptr<llama::DequantLinear>> l = llama::DequantLinear::from_gptq(**r, width.bits);
-      if (!l) return l.status();
-      return LinearPtr(std::move(*l));
-    });
-  }
-
-  Result<Built> ggml_scheme(GgmlType type, bool int8_activations, bool imatrix = false) {
-    return per_linear([&](const RowMatrix& w, std::size_t li) -> Result<LinearPtr> {
-      std::vector<float> importance;
-      if (imatrix) {
-        const Eigen::VectorXf d = calib_.at(layer_of(li), slot_of(li)).hessian->hessian().diagonal();
-        importance.assign(d.data(), d.data() + d.size());
-        Result<std::unique_ptr<llama::DequantLinear>> l = llama::DequantLinear::quantize_ggml(
-            type, w.data(), w.rows(), w.cols(), nullptr, importance.data());
-        if (!l) return l.status();
-        return LinearPtr(std::move(*l));
-      }
-      if (int8_activations) {
-        Result<std::unique_ptr<llama::Int8ActLinear>> l =
-            llama::Int8ActLinear::quantize_ggml(type, w.data(), w.rows(), w.cols());
-        if (!l) return l.status();
-        return LinearPtr(std::move(*l));
-      }
-      Result<std::unique_ptr<llama::DequantLinear>> l =
-          llama::DequantLinear::quantize_ggml(type, w.data(), w.rows(), w.cols());
-      if (!l) return l.status();
-      return LinearPtr(std::move(*l));
-    });
-  }
-
-  Result<Built> gptq_ggml_scheme(GgmlType type, bool int8_activations) {
-    return per_linear([&](const RowMatrix& w, std::size_t li) -> Result<LinearPtr> {
-      std::vector<std::uint8_t> bytes;
-      LOWBIT_TRY(llama::detail::with_ggml_block(type, [&](auto block) -> Status {
-        using Block = decltype(block);
-        lowbit::GptqGgmlOptions o;
-        o.executor = &pool_;
-        Result<lowbit::GptqGgmlResult<Block>> r = lowbit::gptq_quantize_ggml<Block>(
-            cview(w), calib_.at(layer_of(li), slot_of(li)).hessian->hessian(), o);
-        if (!r) return r.status();
-        bytes.resize(r->blocks.size() * sizeof(Block));
-        std::memcpy(bytes.data(), r->blocks.data(), bytes.size());
-        return {};
-      }));
-      if (int8_activations) {
-        Result<std::unique_ptr<llama::Int8ActLinear>> l =
-            llama::Int8ActLinear::from_ggml(type, bytes.data(), bytes.size(), w.rows(), w.cols());
-        if (!l) return l.status();
-        return LinearPtr(std::move(*l));
-      }
-      Result<std::unique_ptr<llama::DequantLinear>> l =
-          llama::DequantLinear::from_ggml(type, std::move(bytes), w.rows(), w.cols());
-      if (!l) return l.status();
-      return LinearPtr(std::move(*l));
-    });
-  }
-
-  // The fp32 weights as owned, writable copies, and the norms, for the schemes that fold scales.
-  struct Writable {
-    std::vector<RowMatrix> w;
-    std::vector<std::vector<float>> norms;
-  };
-  Writable writable() const {
-    Writable c;
-    c.w = weights_;
-    const llama::LlamaConfig& cfg = fp32_.config();
-    for (const llama::LlamaWeights::Layer& l : fp32_.weights().layers) {
-      c.norms.emplace_back(l.input_norm, l.input_norm + cfg.hidden_size);
-      c.norms.emplace_back(l.post_attention_norm, l.post_attention_norm + cfg.hidden_size);
-    }
-    return c;
-  }
-  static lowbit::MatrixView<float> view(RowMatrix& m) { return lowbit::row_major(m.data(), m.rows(), m.cols()); }
-  static lowbit::MatrixView<const float> cview(const RowMatrix& m) {
-    return lowbit::row_major(m.data(), m.rows(), m.cols());
-  }
-  static lowbit::MatrixView<float> vec(std::vector<float>& v) {
-    return lowbit::flat(v.data(), static_cast<std::int64_t>(v.size()));
-  }
-
-  // SmoothQuant as its reference smooths a Llama: q/k/v against the input norm and gate/up against
-  // the post-attention norm; o and down unsmoothed. Then W8A8 everywhere.
-  Result<Built> smoothquant() {
-    Writable c = writable();
-    for (std::int64_t l = 0; l < fp32_.config().num_layers; ++l) {
-      RowMatrix* w = &c.w[static_cast<std::size_t>(l * kLinearsPerLayer)];
-      const auto absmax = [&](Input in) {
-        const std::vector<float>& a = calib_.inputs[static_cast<std::size_t>(l * kInputs + in)].absmax;
-        return lowbit::flat(a.data(), static_cast<std::int64_t>(a.size()));
-      };
-      Result<lowbit::SmoothQuantScales> s = lowbit::smooth_norm_fcs(
-          vec(c.norms[2 * l]), {}, {view(w[llama::kQ]), view(w[llama::kK]), view(w[llama::kV])},
-          absmax(kAttnIn), 0.5);
-      if (!s) return s.status();
-      s = lowbit::smooth_norm_fcs(vec(c.norms[2 * l + 1]), {},
-                                  {view(w[llama::kGate]), view(w[llama::kUp])}, absmax(kMlpIn), 0.5);
-      if (!s) return s.status();
-    }
-    Built b;
-    for (const RowMatrix& w : c.w) {
-      Result<std::unique_ptr<llama::W8A8Linear>> l = llama::W8A8Linear::quantize(w.data(), w.rows(), w.cols());
-      if (!l) return l.status();
-      b.linears.push_back(std::move(*l));
-    }
-    b.norms = std::move(c.norms);
-    return b;
-  }
-
-  // AWQ as its reference runs a Llama block: scales searched for q/k/v (folded into the input
-  // norm), gate/up (into the post-attention norm) and down (into up_proj's rows, exact since
-  // down reads silu(gate)·up); o_proj not scaled (grouped-query attention: v_proj's rows do not
-  // map one to one onto o_proj's inputs). Then the clip search on all but q/k, then codes.
-  Result<Built> awq_scheme(const Width& width) {
-    Writable c = writable();
-    std::vector<std::unique_ptr<lowbit::AwqQuantized>> q(linear_count());
-    for (std::int64_t l = 0; l < fp32_.config().num_layers; ++l) {
-      RowMatrix* w = &c.w[static_cast<std::size_t>(l * kLinearsPerLayer)];
-      RowMatrix x[kInputs];
-      for (int in = 0; in < kInputs; ++in) x[in] = calib_.sample(l, static_cast<Input>(in));
-      const auto search = [&](Input in, std::vector<int> slots) -> Result<std::vector<float>> {
-        std::vector<lowbit::MatrixView<const float>> fcs;
-        for (int s : slots) fcs.push_back(cview(w[s]));
-        lowbit::AwqScaleSearchOptions so;
-        so.quant = awq_config(width);
-        Result<lowbit::AwqScaleSearchResult> r = lowbit::awq_search_scales(cview(x[in]), fcs, so);
-        if (!r) return r.status();
-        return r->scales;
-      };
-      Result<std::vector<float>> s_attn = search(kAttnIn, {llama::kQ, llama::kK, llama::kV});
-      if (!s_attn) return s_attn.status();
-      Result<std::vector<float>> s_mlp = search(kMlpIn, {llama::kGate, llama::kUp});
-      if (!s_mlp) return s_mlp.status();
-      Result<std::vector<float>> s_down = search(kDownIn, {llama::kDown});
-      if (!s_down) return s_down.status();
-      LOWBIT_TRY(lowbit::fold_scales_into_norm(
-          vec(c.norms[2 * l]), {}, {view(w[llama::kQ]), view(w[llama::kK]), view(w[llama::kV])},
-          vec(*s_attn)));
-      LOWBIT_TRY(lowbit::fold_scales_into_norm(vec(c.norms[2 * l + 1]), {},
-                                               {view(w[llama::kGate]), view(w[llama::kUp])}, vec(*s_mlp)));
-      for (std::size_t j = 0; j < s_down->size(); ++j) {  // up rows ÷ s, down columns × s
-        w[llama::kUp].row(static_cast<Eigen::Index>(j)) /= (*s_down)[j];
-        w[llama::kDown].col(static_cast<Eigen::Index>(j)) *= (*s_down)[j];
-      }
-      const auto divide = [](RowMatrix m, const std::vector<float>& s) {
-        return RowMatrix(m.array().rowwise() /
-                         Eigen::Map<const Eigen::ArrayXf>(s.data(), static_cast<Eigen::Index>(s.size()))
-                             .transpose());
-      };
-      x[kAttnIn] = divide(x[kAttnIn], *s_attn);
-      x[kMlpIn] = divide(x[kMlpIn], *s_mlp);
-      x[kDownIn] = divide(x[kDownIn], *s_down);
-      for (int s = 0; s < kLinearsPerLayer; ++s) {
-        if (s != llama::kQ && s != llama::kK) {
-          lowbit::AwqClipOptions co;
-          co.quant = awq_config(width);
-          Result<lowbit::AwqClipResult> clip = lowbit::awq_search_clip(cview(x[kInputOf[s]]), cview(w[s]), co);
-          if (!clip) return clip.status();
-          LOWBIT_TRY(lowbit::awq_apply_clip(view(w[s]), *clip));
-        }
-        Result<lowbit::AwqQuantized> r = rtn(w[s], width);
-        if (!r) return r.status();
-        q[static_cast<std::size_t>(l * kLinearsPerLayer + s)] = std::make_unique<lowbit::AwqQuantized>(std::move(*r));
-      }
-    }
-    Built b;
-    for (const auto& r : q) {
-      Result<std::unique_ptr<llama::DequantLinear>> l = llama::DequantLinear::from_awq(*r);
-      if (!l) return l.status();
-      b.linears.push_back(std::move(*l));
-    }
-    b.norms = std::move(c.norms);
-    return b;
-  }
-
-  // Mixed precision: seed 000's closed form over the widths below, α_l from each linear's
-  // 3-bit RTN output error on the calibration Hessian (LayerBitStats::sensitivity), σ_l² its
-  // weight variance; GPTQ's codes at the width each linear gets.
-  Result<Built> mixed(double budget, bool gamma) {
-    static const Width kWidths[] = {{8, -1, true}, {4, 128, false}, {3, 128, false}, {2, 128, false}};
-    if (stats_.empty()) {
-      for (std::size_t li = 0; li < linear_count(); ++li) {
-        const RowMatrix& w = weights_[li];
-        Result<lowbit::AwqQuantized> q3 = rtn(w, kWidths[2]);
-        if (!q3) return q3.status();
-        lowbit::LayerBitStats st;
-        st.weights = w.size();
-        Result<double> var = lowbit::weight_variance(cview(w));
-        if (!var) return var.status();
-        st.variance = *var;
-        Result<double> a = lowbit::sensitivity_from_output_error(
-            relative_output_error(w, q3->dequantized.data(), calib_.at(layer_of(li), slot_of(li))),
-            st.weights, st.variance, 3.0);
-        if (!a) return a.status();
-        st.sensitivity = *a;
-        stats_.push_back(st);
-      }
-    }
-    // What the packed layers hold per weight: codes, a float32 scale and a bits-wide zero point
-    // per group (the 8-bit per-channel rows costed at tinylm's narrowest row, 256).
-    std::vector<lowbit::BitWidthCost> costs;
-    for (const Width& w : kWidths)
-      costs.push_back({w.bits, w.bits + (32.0 + w.bits) / static_cast<double>(w.group > 0 ? w.group : 256)});
-    Result<lowbit::BitAllocation> a = lowbit::allocate_bits(stats_, costs, budget);
-    if (!a) return a.status();
-    return per_linear([&](const RowMatrix& w, std::size_t li) -> Result<LinearPtr> {
-      const Width* width = kWidths;
-      while (width->bits != a->bits[li]) ++width;
-      Result<const lowbit::GptqResult*> r = gptq_of(li, *width);
-      if (!r) return r.status();
-      std::vector<float> scales = (*r)->scales;
-      if (gamma) {  // γ = std(W)/std(Ŵ), folded into every scale of the matrix
-        const double sq = standard_deviation((*r)->dequantized.data(), (*r)->dequantized.size());
-        const double g = sq > 0 ? standard_deviation(w.data(), static_cast<std::size_t>(w.size())) / sq : 1.0;
-        for (float& s : scales) s = static_cast<float>(s * g);
-      }
-      Result<std::unique_ptr<llama::DequantLinear>> l = llama::DequantLinear::from_codes(
-          width->bits, (*r)->rows, (*r)->cols, (*r)->group_size, (*r)->codes.data(), scales.data(),
-          (*r)->zeros.data());
-      if (!l) return l.status();
-      return LinearPtr(std::move(*l));
-    });
-  }
-
-  // -----------------------------------------------------------------------------------------
-  // Training rows (distill.hpp). Every recipe starts from GPTQ's solution (the gptq rows' codes,
-  // scales and zero points; latent weights from lowbit::gptq_qat_latent), trains o_.train_steps
-  // steps of 4 windows of 256 bytes on two threads (two replicas, data parallel) and exports the
-  // trained layers to lowbit's packed codes, which the deployed layers run: the perplexity is the
-  // exported model's. The data-free rows run GPTQ on the sampled windows, so that no calibration
-  // text reaches them at all. Started from round-to-nearest instead, 200 steps of QAT left W2 g64
-  // at +2.86% against +1.36% from GPTQ, and W3 g128 at +0.45% against +0.22% (see the README).
-
-  enum class Recipe { kPeqa, kQat, kBlocks, kDataFree };
-  template <int Bits, std::int64_t Group>
-  struct TrainWidth {
-    static constexpr Width kWidth{Bits, Group, false};
-    using quantizer = lowbit::Quantizer<lowbit::Bits<Bits>, lowbit::Asymmetric, lowbit::PerGroup<Group>>;
-  };
-  struct NoAct {
-    using quantizer = lowbit::NoActivationQuant;
-  };
-  struct PerTokenInt8 {  // W4A8's activations as QAT sees them: int8, one scale per token
-    using quantizer = lowbit::Quantizer<lowbit::Bits<8>, lowbit::SymmetricRestricted, lowbit::PerToken>;
-  };
-
-  template <class TW, class Act>
-  Result<Built> trained(Recipe recipe, TW, Act) {
-    using Layer = lowbit::FakeQuantLinear<typename TW::quantizer, typename Act::quantizer>;
-    using Trainable = llama::FakeQuantTrainableLinear<Layer>;
-    lowbit::QatOptions qo;
-    qo.mode = recipe == Recipe::kPeqa ? lowbit::QatMode::kPeqa : lowbit::QatMode::kFull;
-    const llama::TrainableLinearFactory<float> factory =
-        [&](const std::string& name, const float* /*fp32 weight*/, std::int64_t out,
-            std::int64_t in) -> Result<std::unique_ptr<llama::TrainableLinear<float>>> {
-      std::size_t li = 0;
-      while (li < linear_count() && llama::linear_name(layer_of(li), slot_of(li)) != name) ++li;
-      if (li == linear_count()) return lowbit::Status(lowbit::Errc::kInvalidArgument, "unknown linear");
-      Result<const lowbit::GptqResult*> g = gptq_of(li, TW::kWidth, recipe == Recipe::kDataFree);
-      if (!g) return g.status();
-      const lowbit::GptqResult& r = **g;
-      Result<std::vector<float>> latent = lowbit::gptq_qat_latent(r, TW::kWidth.bits);
-      if (!latent) return latent.status();
-      const std::vector<float> zeros(r.zeros.begin(), r.zeros.end());
-      Result<std::unique_ptr<llama::TrainableLinear<float>>> l = Trainable::create(latent->data(), out, in, qo);
-      if (!l) return l.status();
-      LOWBIT_TRY(static_cast<Trainable&>(**l).layer().set_weight_params(r.scales.data(), zeros.data()));
-      return l;
-    };
-    LOWBIT_TRY(training_data(recipe == Recipe::kDataFree));
-    std::vector<llama::TrainableLlama<float>> replicas;
-    for (int r = 0; r < 2; ++r) {
-      Result<llama::TrainableLlama<float>> m = llama::TrainableLlama<float>::from_weights(fp32_.weights(), factory);
-      if (!m) return m.status();
-      replicas.push_back(std::move(*m));
-    }
-    llama::TrainOptions to;
-    to.steps = o_.train_steps;
-    to.batch = 4;
-    // Tuned on W2 g64 from GPTQ, 200 steps, 32 evaluation windows (GPTQ: +1.76%). PEQA trains
-    // scales alone and gains from a faster rate (scales at 16× lr: +1.07%; 4×: +1.18%; 32×:
-    // +1.17%). With the latent weights training too, fast scales undo GPTQ's solution (16×:
-    // +2.37%; 4×: +1.45%; 1×: +1.29%; 0.25×: +1.31%), and the zero points are best held (at 4×,
-    // +1.45% against +1.51%). The weights' lr stays 5e-5 (2e-5 and 1e-4 did worse).
-    to.scale_lr_ratio = recipe == Recipe::kPeqa ? 16.0 : 1.0;
-    to.train_zero_points = false;
-    const TrainingData& data = recipe == Recipe::kDataFree ? sampled_ : text_;
-    Result<llama::TrainReport> report = [&]() -> Result<llama::TrainReport> {
-      if (recipe != Recipe::kBlocks) return llama::train_model(replicas, data.windows, data.probs.data(), to);
-      Result<llama::TrainableLlama<float>> teacher = llama::TrainableLlama<float>::from_weights(fp32_.weights());
-      if (!teacher) return teacher.status();
-      return llama::train_blocks(replicas, *teacher, data.windows, to);
-    }();
-    if (!report) return report.status();
-    std::fprintf(stderr, "  training: loss %.5f -> %.5f (first and last tenth of %lld steps), %.1f s\n",
-                 report->first_loss, report->last_loss, static_cast<long long>(report->steps), report->seconds);
-    Built b;
-    for (std::size_t li = 0; li < linear_count(); ++li) {
-      const Layer& layer = static_cast<Trainable&>(replicas.front().linear(layer_of(li), slot_of(li))).layer();
-      Result<lowbit::QuantizedTensor<typename TW::quantizer>> t = layer.export_weights();
-      if (!t) return t.status();
-      if constexpr (std::is_same<Act, NoAct>::value) {
-        Result<std::unique_ptr<llama::DequantLinear>> l = llama::DequantLinear::from_quantized(*t);
-        if (!l) return l.status();
-        b.linears.push_back(std::move(*l));
-      } else {
-        Result<std::unique_ptr<llama::Int8ActLinear>> l = llama::Int8ActLinear::from_quantized(*t);
-        if (!l) return l.status();
-        b.linears.push_back(std::move(*l));
-      }
-    }
-    return b;
-  }
-
-  // The windows a recipe trains on and the teacher's probabilities of them, made once per kind.
-  struct TrainingData {
-    llama::TokenWindows windows;
-    std::vector<float> probs;
-  };
-  Status training_data(bool data_free) {
-    TrainingData& d = data_free ? sampled_ : text_;
-    if (d.windows.count != 0) return {};
-    Result<llama::TokenWindows> w = [&]() -> Result<llama::TokenWindows> {
-      if (!data_free)
-        return llama::text_windows(calib_text_.data(), calib_text_.size(), o_.train_windows, 256);
-      llama::SampleOptions so;
-      so.count = o_.train_windows;
-      so.length = 256;
-      so.executor = &pool_;
-      return llama::sample_windows(fp32_, so);
-    }();
-    if (!w) return w.status();
-    Result<std::vector<float>> p = llama::teacher_probabilities(fp32_, *w, &pool_);
-    if (!p) return p.status();
-    d.windows = std::move(*w);
-    d.probs = std::move(*p);
-    if (data_free) {  // GPTQ for the data-free rows sees only the sampled text too
-      const std::vector<std::uint8_t> bytes(d.windows.tokens.begin(), d.windows.tokens.end());
-      Result<Calibration> c = ::calibrate(fp32_, bytes, d.windows.count);
-      if (!c) return c.status();
-      sampled_calib_ = std::move(*c);
-    }
+        LOWBIT_TRY(time_speed(model, kvp, threads, &row.prefill[threads - 1], &row.decode[threads - 1]));
     return {};
   }
 
-  // -----------------------------------------------------------------------------------------
-  // Measurements.
+  static double seconds_since(std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  }
 
   // reference.json's protocol; with a quantized cache, each window decoded token by token so that
   // attention reads every earlier position from the cache.
@@ -936,16 +282,10 @@ class Evaluation {
   }
 
   Options o_;
-  llama::LlamaModel fp32_;
-  std::vector<std::uint8_t> calib_text_, eval_;
-  Calibration calib_;
-  Calibration sampled_calib_;  // on sampled_'s windows: the data-free rows' GPTQ
-  std::vector<RowMatrix> weights_;  // the 42 decoder linears, fp32, load order
-  std::map<std::tuple<int, std::int64_t, bool>, std::vector<std::unique_ptr<lowbit::GptqResult>>> gptq_cache_;
-  std::vector<lowbit::LayerBitStats> stats_;
-  TrainingData text_, sampled_;  // the training rows' windows of calib.txt / sampled by fp32
+  llama::schemes::SchemeBuilder& builder_;
+  const llama::LlamaModel& fp32_;
+  std::vector<std::uint8_t> eval_;
   std::map<std::int64_t, double> fp32_ppl_;  // by number of windows
-  lowbit::ThreadPool pool_;  // GPTQ's executor
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1075,7 +415,7 @@ int usage() {
                "usage: lowbit_evaluate [--model-dir D] [--full] [--windows N] [--calib-windows N]\n"
                "                       [--schemes a,b,...] [--csv FILE] [--svg FILE] [--no-speed]\n"
                "                       [--layer-speed] [--list] [--train] [--train-steps N]\n"
-               "                       [--train-windows N]\n");
+               "                       [--train-windows N] [--gguf FILE]...\n");
   return 2;
 }
 
@@ -1097,6 +437,7 @@ int main(int argc, char** argv) {
     else if (a == "--no-speed") o.speed = false;
     else if (a == "--layer-speed") o.layer_speed = true;
     else if (a == "--list") list = true;
+    else if (a == "--gguf") o.gguf.push_back(next());
     else if (a == "--train") o.train = true;
     else if (a == "--train-steps") o.train_steps = std::atoll(next().c_str());
     else if (a == "--train-windows") o.train_windows = std::atoll(next().c_str());
@@ -1120,6 +461,11 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  const std::vector<Scheme> schemes = llama::schemes::SchemeBuilder::schemes();
+  if (list) {
+    for (const Scheme& s : schemes) std::printf("%-18s %s\n", s.name, s.layer);
+    return 0;
+  }
   const auto start = std::chrono::steady_clock::now();
   std::string culprit;
   Result<llama::LlamaModel> model = llama::LlamaModel::load(o.dir, nullptr, &culprit);
@@ -1135,13 +481,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "lowbit_evaluate: calib.txt or eval.txt missing or short in %s\n", o.dir.c_str());
     return 1;
   }
-  Evaluation ev(o, std::move(*model), std::move(calib), std::move(eval));
-  std::vector<Evaluation::Scheme> schemes = ev.schemes();
-  if (list) {
-    for (const Evaluation::Scheme& s : schemes) std::printf("%-18s %s\n", s.name, s.layer);
-    return 0;
-  }
-  const Status cs = ev.calibrate();
+  llama::schemes::SchemeOptions so;
+  so.calib_windows = o.calib_windows;
+  so.train_steps = o.train_steps;
+  so.train_windows = o.train_windows;
+  llama::schemes::SchemeBuilder builder(so, std::move(*model), std::move(calib));
+  Evaluation ev(o, builder, std::move(eval));
+  const Status cs = builder.calibrate();
   if (!cs) {
     std::fprintf(stderr, "lowbit_evaluate: calibration: %s (%s)\n", cs.message(), lowbit::errc_name(cs.code()));
     return 1;
@@ -1161,7 +507,16 @@ int main(int argc, char** argv) {
               "bpw", "MB", "smaller", "ppl", "vs fp32", "pre 1t", "pre 2t", "dec 1t", "dec 2t",
               "kv bytes", "quant s");
   std::vector<Row> rows;
-  for (const Evaluation::Scheme& s : schemes) {
+  const auto print_row = [&rows](const Row& r) {
+    rows.push_back(r);
+    const double fp32_bytes = rows.front().model_bytes;
+    std::printf("%-16s %-17s %6.2f %7.3f %5.1f%% %9.5f %+7.3f%% %8.0f %8.0f %7.0f %7.0f %8.0f %7.2f\n",
+                r.name.c_str(), r.layer.c_str(), r.bpw, r.model_bytes / 1e6,
+                100.0 * (1.0 - r.model_bytes / fp32_bytes), r.ppl, r.delta_percent(), r.prefill[0],
+                r.prefill[1], r.decode[0], r.decode[1], r.kv_bytes, r.seconds_to_quantize);
+    std::fflush(stdout);
+  };
+  for (const Scheme& s : schemes) {
     const bool named = o.only.find("," + std::string(s.name) + ",") != std::string::npos;
     if (!o.only.empty() && std::string(s.name) != "fp32" && !named) continue;
     if (s.trained && !o.train && !named) continue;
@@ -1171,13 +526,17 @@ int main(int argc, char** argv) {
                    lowbit::errc_name(r.status().code()), static_cast<long long>(r.status().index()));
       return 1;
     }
-    rows.push_back(*r);
-    const double fp32_bytes = rows.front().model_bytes;
-    std::printf("%-16s %-17s %6.2f %7.3f %5.1f%% %9.5f %+7.3f%% %8.0f %8.0f %7.0f %7.0f %8.0f %7.2f\n",
-                r->name.c_str(), r->layer.c_str(), r->bpw, r->model_bytes / 1e6,
-                100.0 * (1.0 - r->model_bytes / fp32_bytes), r->ppl, r->delta_percent(), r->prefill[0],
-                r->prefill[1], r->decode[0], r->decode[1], r->kv_bytes, r->seconds_to_quantize);
-    std::fflush(stdout);
+    print_row(*r);
+  }
+  for (const std::string& path : o.gguf) {
+    Result<Row> r = ev.run_gguf(path);
+    if (!r) {
+      std::fprintf(stderr, "lowbit_evaluate: --gguf %s: %s (%s, index %lld)\n", path.c_str(),
+                   r.status().message(), lowbit::errc_name(r.status().code()),
+                   static_cast<long long>(r.status().index()));
+      return 1;
+    }
+    print_row(*r);
   }
 
   // reference.json's RTN rows: meaningful on all 1024 windows only.

@@ -301,6 +301,7 @@ class DequantLinear final : public QuantizedLinear {
         type, l->bytes_.data(), l->bytes_.size(), out_features, in_features);
     if (!v) return v.status();
     l->view_ = *v;
+    l->ggml_type_ = type;
     l->format_ = std::string("dequant ") + lowbit::io::ggml_type_info(type)->name;
     return l;
   }
@@ -386,6 +387,11 @@ class DequantLinear final : public QuantizedLinear {
   }
   std::string format() const override { return format_; }
   const lowbit::WeightsView& weights() const noexcept { return view_; }
+  // What a file stores for this layer: ggml blocks of ggml_type() (a GGUF tensor's data) when
+  // is_ggml(), else a lowbit packed matrix (LBPM: lowbit::parse_packed_matrix reads it back).
+  bool is_ggml() const noexcept { return view_.format() != lowbit::WeightFormat::kPacked; }
+  lowbit::io::GgmlType ggml_type() const noexcept { return ggml_type_; }
+  const std::vector<std::uint8_t>& stored_bytes() const noexcept { return bytes_; }
 
  private:
   DequantLinear(std::int64_t out, std::int64_t in, lowbit::Executor* executor) noexcept
@@ -394,6 +400,7 @@ class DequantLinear final : public QuantizedLinear {
   std::vector<std::uint8_t> bytes_;  // ggml blocks, or an LBPM buffer (view_ points into it)
   lowbit::WeightsView view_;
   std::size_t packed_bytes_ = 0;  // codes + scales + zero points, without the LBPM header
+  lowbit::io::GgmlType ggml_type_ = lowbit::io::GgmlType::kF32;  // when is_ggml()
   std::string format_;
   lowbit::Executor* executor_;
 };

@@ -2,11 +2,18 @@
 // llama.cpp, quantized with lowbit's ggml-exact block formats.
 //
 //   lowbit_quantize MODEL_DIR OUT.gguf [--type q4_K] [--rule 'blk.*.ffn_down.*=q6_K'] ...
+//   lowbit_quantize MODEL_DIR OUT.gguf --scheme gptq-q4_K [--calib calib.txt]
 //
 // The work is in lowbit/io/gguf_convert.hpp (name mapping, the Q/K rope permutation, the type
 // plan, streaming); this file parses the command line, prints the plan and the progress on
 // stderr, and turns every failure into a message and a non-zero exit (1: conversion failed,
 // 2: bad command line).
+//
+// --scheme NAME builds the decoder linears as lowbit_evaluate's scheme of that name
+// (examples/llama/schemes.hpp: the same code, so the same weights) and hands them to the
+// converter as supplied tensors, with the norms the scheme rewrote (AWQ, SmoothQuant). That
+// needs the whole fp32 model in memory (llama::LlamaModel) and, for the calibrated schemes,
+// calibration text run through it as bytes (a byte-level vocabulary, as tinylm's).
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -14,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "llama/schemes.hpp"
 #include "lowbit/io/gguf_convert.hpp"
 
 namespace {
@@ -38,6 +46,11 @@ void usage(std::FILE* to) {
       "  --imatrix FILE       importance matrix, llama.cpp's legacy .dat format\n"
       "  --name NAME          general.name (default: the model directory's name)\n"
       "  --chunk-mb N         fp32 staging per chunk in MiB (default 16)\n"
+      "  --scheme NAME        the decoder linears as lowbit_evaluate's scheme NAME (GPTQ,\n"
+      "                       AWQ, imatrix, ...; --list-schemes); other matrices default to f32\n"
+      "  --calib FILE         calibration text for --scheme (default MODEL_DIR/calib.txt)\n"
+      "  --calib-windows N    256-byte windows of it (default 128)\n"
+      "  --list-schemes       every scheme, whether a GGUF holds it, and exit\n"
       "  --dry-run            print the plan (name, shape, type, bytes) and write nothing\n"
       "  --quiet              no progress output\n"
       "\n"
@@ -70,6 +83,7 @@ std::string type_text(const TensorPlan& t) {
   std::string s = type_name(t.type);
   if (t.fell_back) s += std::string(" (fallback from ") + type_name(t.requested) + ")";
   if (t.importance != nullptr) s += " +imatrix";
+  if (t.supplied != nullptr) s += " (scheme)";
   return s;
 }
 
@@ -91,6 +105,82 @@ void on_progress(const ConvertProgress& p, void* user) {
                seconds);
 }
 
+// --scheme: the scheme's decoder linears and rewritten norms, kept alive for the writer.
+struct SchemeOutput {
+  llama::schemes::Built built;
+  std::vector<SuppliedTensor> supplied;
+};
+
+struct SchemeRequest {
+  std::string name, calib;
+  std::int64_t calib_windows = 128;
+};
+
+std::vector<std::uint8_t> read_bytes(const std::string& path) {
+  std::vector<std::uint8_t> bytes;
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return bytes;
+  std::uint8_t buffer[1 << 16];
+  for (std::size_t n; (n = std::fread(buffer, 1, sizeof(buffer), f)) > 0;)
+    bytes.insert(bytes.end(), buffer, buffer + n);
+  std::fclose(f);
+  return bytes;
+}
+
+// Builds the scheme (Deploy::kExport) and lists what the converter writes in place of the
+// checkpoint's tensors. Returns 0, or the exit status after printing why not.
+int build_scheme(const std::string& model_dir, const SchemeRequest& request, SchemeOutput* out) {
+  using llama::schemes::SchemeBuilder;
+  std::string culprit;
+  lowbit::Result<llama::LlamaModel> model = llama::LlamaModel::load(model_dir, nullptr, &culprit);
+  if (!model) return report("loading the model for --scheme", culprit, model.status());
+  const llama::LlamaConfig config = model->config();
+  llama::schemes::SchemeOptions so;
+  so.calib_windows = request.calib_windows;
+  SchemeBuilder builder(so, std::move(*model), read_bytes(request.calib));
+  const std::vector<SchemeBuilder::Scheme> schemes = SchemeBuilder::schemes();
+  const SchemeBuilder::Scheme* scheme = nullptr;
+  for (const SchemeBuilder::Scheme& x : schemes)
+    if (request.name == x.name) scheme = &x;
+  if (scheme == nullptr) {
+    std::fprintf(stderr, "lowbit_quantize: unknown --scheme '%s' (--list-schemes)\n", request.name.c_str());
+    return 2;
+  }
+  if (scheme->kv_bits != 0) {
+    std::fprintf(stderr, "lowbit_quantize: '%s' quantizes the KV cache, which the runtime does; "
+                 "there are no weights to write\n", scheme->name);
+    return 2;
+  }
+  if (scheme->stores == llama::schemes::Stores::kPacked) {
+    std::fprintf(stderr, "lowbit_quantize: '%s' stores lowbit packed codes, which no GGUF type "
+                 "holds (--list-schemes lists those a GGUF can)\n", scheme->name);
+    return 2;
+  }
+  if (scheme->calibrated) {
+    // The text goes through the model as bytes: only a byte-level vocabulary reads it right.
+    if (config.vocab_size != 256) {
+      std::fprintf(stderr, "lowbit_quantize: '%s' needs calibration, and the calibration text is "
+                   "read as bytes: vocab_size must be 256 (byte-level), not %lld\n", scheme->name,
+                   static_cast<long long>(config.vocab_size));
+      return 1;
+    }
+    std::fprintf(stderr, "calibrating on %lld windows of %s\n",
+                 static_cast<long long>(request.calib_windows), request.calib.c_str());
+    const lowbit::Status s = builder.calibrate();
+    if (!s) return report("calibrating", request.calib, s);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  lowbit::Result<llama::schemes::Built> built = scheme->build(builder, llama::schemes::Deploy::kExport);
+  if (!built) return report("building the scheme", scheme->name, built.status());
+  std::fprintf(stderr, "scheme %s built in %.1f s\n", scheme->name,
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  out->built = std::move(*built);
+  lowbit::Result<std::vector<SuppliedTensor>> supplied = llama::schemes::gguf_tensors(out->built);
+  if (!supplied) return report("building the scheme", scheme->name, supplied.status());
+  out->supplied = std::move(*supplied);
+  return 0;
+}
+
 std::string directory_name(std::string dir) {
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
   const std::size_t slash = dir.rfind('/');
@@ -103,7 +193,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> positional;
   ConvertOptions options;
   std::string imatrix_path;
-  bool dry_run = false, quiet = false, have_name = false;
+  SchemeRequest scheme;
+  bool dry_run = false, quiet = false, have_name = false, have_type = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     auto value = [&](const char* flag) -> const char* {
@@ -126,6 +217,34 @@ int main(int argc, char** argv) {
         return 2;
       }
       options.default_type = *t;
+      have_type = true;
+    } else if (arg == "--scheme") {
+      const char* v = value("--scheme");
+      if (v == nullptr) return 2;
+      scheme.name = v;
+    } else if (arg == "--calib") {
+      const char* v = value("--calib");
+      if (v == nullptr) return 2;
+      scheme.calib = v;
+    } else if (arg == "--calib-windows") {
+      const char* v = value("--calib-windows");
+      if (v == nullptr) return 2;
+      char* end = nullptr;
+      const long n = std::strtol(v, &end, 10);
+      if (end == v || *end != '\0' || n < 1 || n > 100000) {
+        std::fprintf(stderr, "lowbit_quantize: --calib-windows wants 1..100000\n");
+        return 2;
+      }
+      scheme.calib_windows = n;
+    } else if (arg == "--list-schemes") {
+      std::printf("%-18s %-24s %s\n", "scheme", "in a GGUF", "calibration text");
+      for (const auto& x : llama::schemes::SchemeBuilder::schemes()) {
+        const bool packed = x.stores == llama::schemes::Stores::kPacked;
+        std::printf("%-18s %-24s %s\n", x.name,
+                    x.kv_bits != 0 ? "no: a KV-cache scheme" : packed ? "no: lowbit packed codes" : "yes",
+                    x.calibrated ? "yes" : "no");
+      }
+      return 0;
     } else if (arg == "--rule") {
       const char* v = value("--rule");
       if (v == nullptr) return 2;
@@ -174,6 +293,16 @@ int main(int argc, char** argv) {
   const std::string model_dir = positional[0];
   if (!have_name) options.name = directory_name(model_dir);
 
+  SchemeOutput scheme_output;
+  if (!scheme.name.empty()) {
+    if (scheme.calib.empty()) scheme.calib = model_dir + "/calib.txt";
+    const int status = build_scheme(model_dir, scheme, &scheme_output);
+    if (status != 0) return status;
+    options.supplied = scheme_output.supplied;
+    // The other matrices (embedding, lm_head) stay as the scheme's evaluation keeps them.
+    if (!have_type) options.default_type = GgmlType::kF32;
+  }
+
   std::string context;
   lowbit::Result<LlamaSource> src = open_llama_model(model_dir, &context);
   if (!src) return report("reading the model", context, src.status());
@@ -212,6 +341,9 @@ int main(int argc, char** argv) {
   if (options.imatrix != nullptr)
     std::fprintf(stderr, "imatrix: %zu entries, used for %zu tensors\n",
                  options.imatrix->entries.size(), plan->with_importance);
+  if (plan->supplied != 0)
+    std::fprintf(stderr, "scheme %s: %zu tensors written as it built them\n", scheme.name.c_str(),
+                 plan->supplied);
 
   if (dry_run) {
     std::printf("%-28s %-24s %-13s %-30s %14s\n", "gguf name", "source", "shape", "type", "bytes");

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <random>
 #include <string>
@@ -823,6 +824,100 @@ TEST_CASE("quantize tool: importance matrix (legacy .dat)") {
   REQUIRE_FALSE(p.has_value());
   CHECK(p.status().code() == Errc::kShapeMismatch);
   CHECK(context == "blk.0.attn_q.weight");
+}
+
+TEST_CASE("quantize tool: supplied tensors are written in place of the source's (Q/K permuted)") {
+  // lowbit_quantize --scheme supplies GPTQ's or AWQ's blocks and rewritten norms. The expectation
+  // is the file of a model whose source tensors were those values all along: quantizing rows
+  // commutes with permuting them, so check_all_tensors' independent reference applies unchanged.
+  const Model m = make_model();
+  const auto files = serialize(m);
+  Model want = m;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 0.05f);
+  const auto redraw = [&](const char* name, bool norm) {
+    SourceTensor* t = want.find(name);
+    for (float& v : t->values) v = norm ? 1.0f + normal(rng) : normal(rng);
+    return t;
+  };
+  const SourceTensor* q = redraw("model.layers.0.self_attn.q_proj.weight", false);
+  const SourceTensor* k = redraw("model.layers.1.self_attn.k_proj.weight", false);
+  const SourceTensor* down = redraw("model.layers.1.mlp.down_proj.weight", false);
+  const SourceTensor* norm = redraw("model.layers.1.input_layernorm.weight", true);
+  const std::vector<std::uint8_t> q_bytes =
+      ggml_rows<lowbit::ggml::BlockQ4_0>(q->values, q->shape[0], q->shape[1], nullptr);
+  const std::vector<std::uint8_t> k_bytes =
+      ggml_rows<lowbit::ggml::BlockIQ4_NL>(k->values, k->shape[0], k->shape[1], nullptr);
+  const std::vector<std::uint8_t> down_bytes =
+      ggml_rows<lowbit::ggml::BlockQ2_K>(down->values, down->shape[0], down->shape[1], nullptr);
+  std::vector<std::uint8_t> norm_bytes(norm->values.size() * 4);
+  std::memcpy(norm_bytes.data(), norm->values.data(), norm_bytes.size());
+
+  ConvertOptions options;
+  options.default_type = GgmlType::kQ8_0;
+  options.rules.push_back(*parse_tensor_type_rule("*attn_q*=q5_0"));  // supplied beats a rule
+  options.supplied = {{q->name, GgmlType::kQ4_0, q_bytes.data(), q_bytes.size()},
+                      {k->name, GgmlType::kIQ4_NL, k_bytes.data(), k_bytes.size()},
+                      {down->name, GgmlType::kQ2_K, down_bytes.data(), down_bytes.size()},
+                      {norm->name, GgmlType::kF32, norm_bytes.data(), norm_bytes.size()}};
+  const Converted c = convert(load(m, files), options);
+  CHECK(c.plan.supplied == 4);
+  // general.file_type follows the type of most supplied elements: down_proj's Q2_K (64 × 256)
+  // outweighs q_proj's Q4_0 and k_proj's IQ4_NL (64 × 64 and 32 × 64).
+  CHECK(c.plan.file_type == GgmlType::kQ2_K);
+  lowbit::Result<GgufFile> file = parse_gguf(ByteSpan(c.bytes));
+  REQUIRE(file.has_value());
+  CHECK(kv_u32(*file, "general.file_type") == 10);  // LLAMA_FTYPE_MOSTLY_Q2_K
+  CHECK(type_of(c, "blk.0.attn_q.weight") == GgmlType::kQ4_0);
+  CHECK(type_of(c, "blk.1.attn_q.weight") == GgmlType::kQ5_0);
+  CHECK(type_of(c, "blk.1.attn_k.weight") == GgmlType::kIQ4_NL);
+  CHECK(type_of(c, "blk.1.ffn_down.weight") == GgmlType::kQ2_K);
+  CHECK(type_of(c, "blk.0.attn_k.weight") == GgmlType::kQ8_0);
+  check_all_tensors(want, c);
+
+  // Misuse: each a Status naming the tensor, before a byte is written.
+  const LlamaSource src = load(m, files);
+  const auto plan_error = [&](std::vector<SuppliedTensor> supplied, std::string* context) {
+    ConvertOptions o;
+    o.supplied = std::move(supplied);
+    lowbit::Result<ConvertPlan> p = plan_llama_gguf(src, o, context);
+    return p ? Errc::kOk : p.status().code();
+  };
+  std::string context;
+  CHECK(plan_error({{"model.layers.7.mlp.up_proj.weight", GgmlType::kF32, norm_bytes.data(), 4}},
+                   &context) == Errc::kInvalidArgument);
+  CHECK(context == "model.layers.7.mlp.up_proj.weight");
+  CHECK(plan_error({{q->name, GgmlType::kQ4_0, q_bytes.data(), q_bytes.size() - 1}}, &context) ==
+        Errc::kShapeMismatch);
+  CHECK(context == q->name);
+  CHECK(plan_error({{q->name, GgmlType::kQ4_0, q_bytes.data(), q_bytes.size()},
+                    {q->name, GgmlType::kQ4_0, q_bytes.data(), q_bytes.size()}},
+                   &context) == Errc::kInvalidArgument);
+  CHECK(plan_error({{norm->name, GgmlType::kQ8_0, norm_bytes.data(), norm_bytes.size()}},
+                   &context) == Errc::kUnsupported);
+  CHECK(plan_error({{q->name, GgmlType::kQ4_0, nullptr, q_bytes.size()}}, &context) ==
+        Errc::kInvalidArgument);
+  // o_proj's rows are 64 wide: Q4_K's 256-element block does not divide them (no fallback for
+  // supplied bytes).
+  CHECK(plan_error({{"model.layers.0.self_attn.o_proj.weight", GgmlType::kQ4_K,
+                     down_bytes.data(), down_bytes.size()}},
+                   &context) == Errc::kShapeMismatch);
+  CHECK(context == "model.layers.0.self_attn.o_proj.weight");
+
+  // Supplied values that decode to NaN are refused while writing, with the element.
+  std::vector<std::uint8_t> bad = norm_bytes;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::memcpy(bad.data() + 4 * 5, &nan, 4);
+  ConvertOptions o;
+  o.supplied = {{norm->name, GgmlType::kF32, bad.data(), bad.size()}};
+  lowbit::Result<ConvertPlan> plan = plan_llama_gguf(src, o, &context);
+  REQUIRE(plan.has_value());
+  std::vector<std::uint8_t> out;
+  VectorSink sink{&out};
+  const lowbit::Status s = write_llama_gguf(src, *plan, sink, nullptr, nullptr, &context);
+  CHECK(s.code() == Errc::kNonFinite);
+  CHECK(s.index() == 5);
+  CHECK(context == "blk.1.attn_norm.weight");
 }
 
 TEST_CASE("quantize tool: bad checkpoints give a Status naming the tensor") {

@@ -11,6 +11,8 @@
 //                           metadata, and the output size, before a byte is written (--dry-run)
 //   write_llama_gguf        header, then each tensor converted and written in row chunks
 //   write_llama_gguf_file   the same into a file, atomically (a ".part" file renamed at the end)
+//   SuppliedTensor          a tensor's output computed elsewhere (GPTQ's or AWQ's blocks, a
+//                           rewritten norm: lowbit_quantize --scheme), via ConvertOptions::supplied
 //
 // Names (convert_hf_to_gguf.py's table for LlamaModel; ".weight" or ".bias" is kept):
 //   model.embed_tokens                      token_embd
@@ -748,6 +750,19 @@ inline Result<LlamaSource> open_llama_model(const std::string& dir,
 // ---------------------------------------------------------------------------------------------
 // Plan
 
+// A tensor's output computed elsewhere, written instead of quantizing the source: GPTQ's or AWQ's
+// values in a ggml block format, or a norm that AWQ or SmoothQuant rewrote (lowbit_quantize
+// --scheme). `data` holds the whole tensor in `type` with its rows in Hugging Face order: the
+// writer applies the Q/K permutation to these rows as to any others. Every row is decoded
+// again and must be finite, like a quantized one. The source tensor must still exist (it gives
+// the name, shape and place); its values are not read.
+struct SuppliedTensor {
+  std::string source_name;  // Hugging Face name, "model.layers.0.self_attn.q_proj.weight"
+  GgmlType type = GgmlType::kF32;  // a 1-D tensor (a norm) must be kF32
+  const std::uint8_t* data = nullptr;  // must outlive the plan and the writing
+  std::size_t size = 0;                // bytes: exactly what rows × cols of `type` need
+};
+
 struct TensorPlan {
   std::string gguf_name;
   std::string source_name;
@@ -763,6 +778,7 @@ struct TensorPlan {
   int rule = -1;                      // index of the rule that matched, -1 for none
   std::int64_t rope_heads = 0;        // > 0: Q/K row permutation over this many heads
   const float* importance = nullptr;  // cols weights from the imatrix, or nullptr
+  const SuppliedTensor* supplied = nullptr;  // ConvertOptions::supplied's entry, or nullptr
   std::uint64_t source_bytes = 0;
   std::uint64_t bytes = 0;  // in the GGUF file, unpadded
 };
@@ -770,6 +786,7 @@ struct TensorPlan {
 struct ConvertOptions {
   GgmlType default_type = GgmlType::kF16;
   std::vector<TensorTypeRule> rules;                // first match wins
+  std::vector<SuppliedTensor> supplied;             // override the rules, the type, the imatrix
   const ImportanceMatrix* imatrix = nullptr;        // must outlive the plan
   std::string name;                                 // general.name; not written when empty
   std::size_t chunk_bytes = std::size_t{16} << 20;  // fp32 staging per chunk
@@ -778,6 +795,9 @@ struct ConvertOptions {
 struct ConvertPlan {
   LlamaHyperparameters hparams;
   GgmlType default_type = GgmlType::kF16;
+  // general.file_type's type: default_type, or with supplied matrices the type most of their
+  // elements have (a --scheme file of f32 embeddings and q4_K linears is a q4_K file).
+  GgmlType file_type = GgmlType::kF16;
   std::string name;
   std::vector<TensorPlan> tensors;
   std::size_t chunk_bytes = 0;
@@ -785,6 +805,7 @@ struct ConvertPlan {
   std::uint64_t output_bytes = 0;   // the whole GGUF file
   std::size_t fallbacks = 0;        // tensors written in a fallback type
   std::size_t with_importance = 0;  // tensors quantized with an imatrix row
+  std::size_t supplied = 0;         // tensors written from ConvertOptions::supplied
 };
 
 namespace detail {
@@ -904,7 +925,7 @@ inline Status build_gguf_writer(const ConvertPlan& plan, GgufWriter* w) {
   LOWBIT_TRY(w->add("llama.rope.freq_base", GgufValue::f32(static_cast<float>(h.rope_theta))));
   LOWBIT_TRY(w->add("llama.attention.layer_norm_rms_epsilon",
                     GgufValue::f32(static_cast<float>(h.rms_norm_eps))));
-  const GgufOutputType* ft = find_gguf_output_type(plan.default_type);
+  const GgufOutputType* ft = find_gguf_output_type(plan.file_type);
   LOWBIT_TRY(w->add("general.file_type", GgufValue::u32(ft != nullptr ? ft->file_type : 0)));
   LOWBIT_TRY(w->add("general.quantization_version", GgufValue::u32(2)));
   if (h.vocab_size == 256) {
@@ -949,6 +970,12 @@ inline Result<ConvertPlan> plan_llama_gguf(const LlamaSource& src, const Convert
     if (!s.ok()) return fail(options.rules[r].pattern, s);
     if (find_gguf_output_type(options.rules[r].type) == nullptr)
       return fail(options.rules[r].pattern, Status(Errc::kUnsupported, "unsupported output type"));
+  }
+  for (const SuppliedTensor& t : options.supplied) {
+    if (find_gguf_output_type(t.type) == nullptr)
+      return fail(t.source_name, Status(Errc::kUnsupported, "supplied tensor: unsupported type"));
+    if (t.data == nullptr)
+      return fail(t.source_name, Status(Errc::kInvalidArgument, "supplied tensor: null data"));
   }
   ConvertPlan plan;
   plan.hparams = h;
@@ -1056,7 +1083,20 @@ inline Result<ConvertPlan> plan_llama_gguf(const LlamaSource& src, const Convert
   for (std::size_t slot = 0; slot < n_slots; ++slot) {
     if (!filled[slot]) continue;
     TensorPlan& p = slots[slot];
-    if (p.n_dims == 1) {
+    for (const SuppliedTensor& t : options.supplied)
+      if (t.source_name == p.source_name) p.supplied = &t;
+    if (p.supplied != nullptr) {
+      const GgmlType type = p.supplied->type;
+      if (p.n_dims == 1 && (type != GgmlType::kF32 || p.rope_heads > 0))
+        return fail(p.source_name, Status(Errc::kUnsupported,
+                                          "supplied tensor: a 1-D tensor must be f32, and not a "
+                                          "Q/K bias (its elements are permuted)"));
+      if (p.cols % ggml_type_info(type)->block_size != 0)
+        return fail(p.source_name, Status(Errc::kShapeMismatch,
+                                          "supplied tensor: row not a multiple of the type's block"));
+      p.requested = p.type = type;
+      ++plan.supplied;
+    } else if (p.n_dims == 1) {
       p.requested = p.type = GgmlType::kF32;
     } else {
       p.requested = options.default_type;
@@ -1093,8 +1133,40 @@ inline Result<ConvertPlan> plan_llama_gguf(const LlamaSource& src, const Convert
         ggml_tensor_size(static_cast<std::uint32_t>(p.type), ne, p.n_dims);
     if (!size) return fail(p.gguf_name, size.status());
     p.bytes = size->bytes;
+    if (p.supplied != nullptr && p.supplied->size != p.bytes)
+      return fail(p.source_name, Status(Errc::kShapeMismatch,
+                                        "supplied tensor: byte count differs from its shape and type",
+                                        static_cast<std::int64_t>(p.bytes)));
     plan.source_bytes += p.source_bytes;
     plan.tensors.push_back(std::move(p));
+  }
+
+  plan.file_type = plan.default_type;
+  if (plan.supplied != 0) {
+    std::vector<std::pair<GgmlType, std::int64_t>> elements;  // per type, of supplied matrices
+    for (const TensorPlan& p : plan.tensors) {
+      if (p.supplied == nullptr || p.n_dims != 2) continue;
+      std::size_t i = 0;
+      while (i < elements.size() && elements[i].first != p.type) ++i;
+      if (i == elements.size()) elements.push_back({p.type, 0});
+      elements[i].second += p.rows * p.cols;
+    }
+    std::int64_t most = 0;
+    for (const auto& e : elements)
+      if (e.second > most) {
+        most = e.second;
+        plan.file_type = e.first;
+      }
+  }
+  if (plan.supplied != options.supplied.size()) {  // a name twice, or not in the model
+    for (std::size_t i = 0; i < options.supplied.size(); ++i) {
+      bool used = false;
+      for (const TensorPlan& p : plan.tensors) used = used || p.supplied == &options.supplied[i];
+      if (!used)
+        return fail(options.supplied[i].source_name,
+                    Status(Errc::kInvalidArgument,
+                           "supplied tensor: not in the model, or supplied twice"));
+    }
   }
 
   GgufWriter w;
@@ -1170,54 +1242,81 @@ Status quantize_block_rows(const float* x, std::int64_t rows, std::int64_t cols,
   return {};
 }
 
+// Calls f(Block{}) with the block struct of `type` (Half and BFloat16 for f16 and bf16), for every
+// output type but f32.
+template <class F>
+Status with_output_block(GgmlType type, F&& f) {
+  namespace g = ::lowbit::ggml;
+  switch (type) {
+    case GgmlType::kF16: return f(Half{});
+    case GgmlType::kBF16: return f(BFloat16{});
+    case GgmlType::kQ4_0: return f(g::BlockQ4_0{});
+    case GgmlType::kQ4_1: return f(g::BlockQ4_1{});
+    case GgmlType::kQ5_0: return f(g::BlockQ5_0{});
+    case GgmlType::kQ5_1: return f(g::BlockQ5_1{});
+    case GgmlType::kQ8_0: return f(g::BlockQ8_0{});
+    case GgmlType::kQ2_K: return f(g::BlockQ2_K{});
+    case GgmlType::kQ3_K: return f(g::BlockQ3_K{});
+    case GgmlType::kQ4_K: return f(g::BlockQ4_K{});
+    case GgmlType::kQ5_K: return f(g::BlockQ5_K{});
+    case GgmlType::kQ6_K: return f(g::BlockQ6_K{});
+    case GgmlType::kIQ4_NL: return f(g::BlockIQ4_NL{});
+    case GgmlType::kIQ4_XS: return f(g::BlockIQ4_XS{});
+    case GgmlType::kTQ1_0: return f(g::BlockTQ1_0{});
+    case GgmlType::kTQ2_0: return f(g::BlockTQ2_0{});
+    default: return Status(Errc::kUnsupported, "unsupported output type");
+  }
+}
+
+inline Status check_finite(const float* x, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(x[i])) return Status(Errc::kNonFinite, "input is NaN or Inf", i);
+  return {};
+}
+
 // rows x cols floats into `type`'s row-major blocks; Status index: element within the chunk.
 inline Status quantize_rows_as(GgmlType type, const float* x, std::int64_t rows, std::int64_t cols,
                                std::uint8_t* out, const float* importance,
                                std::vector<float>* scratch) {
-  namespace g = ::lowbit::ggml;
-  switch (type) {
-    case GgmlType::kF32: {
-      const std::int64_t n = rows * cols;
-      for (std::int64_t i = 0; i < n; ++i)
-        if (!std::isfinite(x[i])) return Status(Errc::kNonFinite, "input is NaN or Inf", i);
-      std::memcpy(out, x, static_cast<std::size_t>(n) * sizeof(float));
-      return {};
-    }
-    case GgmlType::kF16:
-      return quantize_block_rows<Half>(x, rows, cols, out, importance, scratch);
-    case GgmlType::kBF16:
-      return quantize_block_rows<BFloat16>(x, rows, cols, out, importance, scratch);
-    case GgmlType::kQ4_0:
-      return quantize_block_rows<g::BlockQ4_0>(x, rows, cols, out, importance, scratch);
-    case GgmlType::kQ4_1:
-      return quantize_block_rows<g::BlockQ4_1>(x, rows, cols, out, importance, scratch);
-    case GgmlType::kQ5_0:
-      return quantize_block_rows<g::BlockQ5_0>(x, rows, cols, out, importance, scratch);
-    case GgmlType::kQ5_1:
-      return quantize_block_rows<g::BlockQ5_1>(x, rows, cols, out, importance, scratch);
-    case GgmlType::kQ8_0:
-      return quantize_block_rows<g::BlockQ8_0>(x, rows, cols, out, importance, scratch);
-    case GgmlType::kQ2_K:
-      return quantize_block_rows<g::BlockQ2_K>(x, rows, cols, out, importance, scratch);
-    case GgmlType::kQ3_K:
-      return quantize_block_rows<g::BlockQ3_K>(x, rows, cols, out, importance, scratch);
-    case GgmlType::kQ4_K:
-      return quantize_block_rows<g::BlockQ4_K>(x, rows, cols, out, importance, scratch);
-    case GgmlType::kQ5_K:
-      return quantize_block_rows<g::BlockQ5_K>(x, rows, cols, out, importance, scratch);
-    case GgmlType::kQ6_K:
-      return quantize_block_rows<g::BlockQ6_K>(x, rows, cols, out, importance, scratch);
-    case GgmlType::kIQ4_NL:
-      return quantize_block_rows<g::BlockIQ4_NL>(x, rows, cols, out, importance, scratch);
-    case GgmlType::kIQ4_XS:
-      return quantize_block_rows<g::BlockIQ4_XS>(x, rows, cols, out, importance, scratch);
-    case GgmlType::kTQ1_0:
-      return quantize_block_rows<g::BlockTQ1_0>(x, rows, cols, out, importance, scratch);
-    case GgmlType::kTQ2_0:
-      return quantize_block_rows<g::BlockTQ2_0>(x, rows, cols, out, importance, scratch);
-    default:
-      return Status(Errc::kUnsupported, "unsupported output type");
+  if (type == GgmlType::kF32) {
+    LOWBIT_TRY(check_finite(x, rows * cols));
+    std::memcpy(out, x, static_cast<std::size_t>(rows * cols) * sizeof(float));
+    return {};
   }
+  return with_output_block(type, [&](auto block) {
+    return quantize_block_rows<decltype(block)>(x, rows, cols, out, importance, scratch);
+  });
+}
+
+inline std::size_t row_bytes_of(GgmlType type, std::int64_t cols) {
+  const GgmlTypeInfo* info = ggml_type_info(type);
+  return static_cast<std::size_t>(cols / info->block_size * info->block_bytes);
+}
+
+// Supplied rows of `type` (ConvertOptions::supplied), decoded and checked like quantized ones.
+inline Status check_rows_as(GgmlType type, const std::uint8_t* data, std::int64_t rows,
+                            std::int64_t cols, std::vector<float>* scratch) {
+  scratch->resize(static_cast<std::size_t>(cols));
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const std::uint8_t* row = data + static_cast<std::size_t>(r) * row_bytes_of(type, cols);
+    Status s;
+    if (type == GgmlType::kF32) {
+      std::memcpy(scratch->data(), row, static_cast<std::size_t>(cols) * sizeof(float));
+    } else {
+      s = with_output_block(type, [&](auto block) {
+        using Block = decltype(block);
+        // Copied into typed storage: the caller's bytes need not be aligned for the block.
+        std::vector<Block> blocks(static_cast<std::size_t>(row_bytes_of(type, cols)) / sizeof(Block));
+        std::memcpy(blocks.data(), row, blocks.size() * sizeof(Block));
+        return ::lowbit::ggml::FormatTraits<Block>::dequantize(blocks.data(), cols, scratch->data());
+      });
+    }
+    if (s.ok() && !check_finite(scratch->data(), cols).ok())
+      s = Status(Errc::kNonFinite, "supplied tensor decodes to NaN or Inf",
+                 check_finite(scratch->data(), cols).index());
+    if (!s.ok()) return Status(s.code(), s.message(), r * cols + std::max<std::int64_t>(s.index(), 0));
+  }
+  return {};
 }
 
 // Hands the whole pages of [p, p + n) back to the kernel (a private read-only file mapping
@@ -1268,9 +1367,7 @@ Status write_llama_gguf(const LlamaSource& src, const ConvertPlan& plan, Sink& s
     if (st.name != t.source_name || st.dtype != t.source_dtype ||
         st.data.size != static_cast<std::uint64_t>(t.rows * t.cols * width))
       return fail(t.gguf_name, Status(Errc::kInvalidArgument, "plan does not match the source"));
-    const GgmlTypeInfo* info = ggml_type_info(t.type);
-    const std::size_t row_bytes =
-        static_cast<std::size_t>(t.cols / info->block_size * info->block_bytes);
+    const std::size_t row_bytes = detail::row_bytes_of(t.type, t.cols);
     // Chunk rows: as many as fit chunk_bytes of fp32, a whole number of heads for Q/K.
     const std::int64_t unit = t.n_dims == 2 && t.rope_heads > 0 ? t.rows / t.rope_heads : 1;
     std::int64_t chunk = static_cast<std::int64_t>(plan.chunk_bytes / sizeof(float)) /
@@ -1282,23 +1379,34 @@ Status write_llama_gguf(const LlamaSource& src, const ConvertPlan& plan, Sink& s
     const std::size_t src_row_bytes = static_cast<std::size_t>(t.cols * width);
     for (std::int64_t r0 = 0; r0 < t.rows; r0 += chunk) {
       const std::int64_t n = std::min(chunk, t.rows - r0);
-      if (t.n_dims == 1 && t.rope_heads > 0) {
-        // A Q/K bias: the permutation acts on its elements.
-        permute_tmp.resize(static_cast<std::size_t>(t.cols));
-        detail::widen_row(st.data.data, st.dtype, t.cols, 0, permute_tmp.data());
-        for (std::int64_t j = 0; j < t.cols; ++j)
-          staging[static_cast<std::size_t>(j)] = permute_tmp[static_cast<std::size_t>(
-              detail::rope_source_row(j, t.cols, t.rope_heads))];
-      } else {
+      if (t.supplied != nullptr) {
+        // Rows computed elsewhere, in Hugging Face order: copied with the Q/K permutation.
         for (std::int64_t r = r0; r < r0 + n; ++r) {
           const std::int64_t from =
               t.rope_heads > 0 ? detail::rope_source_row(r, t.rows, t.rope_heads) : r;
-          detail::widen_row(st.data.data, st.dtype, t.cols, from,
-                            staging.data() + static_cast<std::size_t>((r - r0) * t.cols));
+          std::memcpy(out.data() + static_cast<std::size_t>(r - r0) * row_bytes,
+                      t.supplied->data + static_cast<std::size_t>(from) * row_bytes, row_bytes);
         }
+        s = detail::check_rows_as(t.type, out.data(), n, t.cols, &scratch);
+      } else {
+        if (t.n_dims == 1 && t.rope_heads > 0) {
+          // A Q/K bias: the permutation acts on its elements.
+          permute_tmp.resize(static_cast<std::size_t>(t.cols));
+          detail::widen_row(st.data.data, st.dtype, t.cols, 0, permute_tmp.data());
+          for (std::int64_t j = 0; j < t.cols; ++j)
+            staging[static_cast<std::size_t>(j)] = permute_tmp[static_cast<std::size_t>(
+                detail::rope_source_row(j, t.cols, t.rope_heads))];
+        } else {
+          for (std::int64_t r = r0; r < r0 + n; ++r) {
+            const std::int64_t from =
+                t.rope_heads > 0 ? detail::rope_source_row(r, t.rows, t.rope_heads) : r;
+            detail::widen_row(st.data.data, st.dtype, t.cols, from,
+                              staging.data() + static_cast<std::size_t>((r - r0) * t.cols));
+          }
+        }
+        s = detail::quantize_rows_as(t.type, staging.data(), n, t.cols, out.data(), t.importance,
+                                     &scratch);
       }
-      s = detail::quantize_rows_as(t.type, staging.data(), n, t.cols, out.data(), t.importance,
-                                   &scratch);
       if (!s.ok())
         return fail(t.gguf_name, Status(s.code(), s.message(),
                                         s.index() < 0 ? s.index() : r0 * t.cols + s.index()));
