@@ -2,7 +2,7 @@
 //
 //   lowbit_evaluate [--model-dir models/tinylm] [--full] [--windows N] [--calib-windows N]
 //                   [--schemes a,b,...] [--csv FILE] [--svg FILE] [--no-speed] [--layer-speed]
-//                   [--list] [--train] [--train-steps N] [--train-windows N] [--gguf FILE]...
+//                   [--list] [--train] [--train-steps N] [--train-windows N] [--file FILE]...
 //
 // For each scheme (--list prints them) the decoder linears of tinylm are quantized from the fp32
 // checkpoint and replaced by lowbit quantized layers running lowbit's kernels; the program then
@@ -37,10 +37,11 @@
 // measure their perplexity decoding token by token, so that every score reads the quantized
 // cache, on at most 64 windows (255 passes each), against fp32 on the same windows.
 //
-// --gguf FILE (repeatable) adds a row for a GGUF file that lowbit_quantize wrote for this model,
-// read back by llama/gguf_model.hpp and measured like the schemes: `lowbit_quantize tinylm f.gguf
-// --scheme gptq-q4_K` and this program's gptq-q4_K row, with the same --calib-windows, give the
-// same perplexity, which checks the file (Q/K permutation included) end to end.
+// --file FILE (repeatable) adds a row for a file that lowbit_quantize --scheme wrote for this
+// model, read back and measured like the schemes: a GGUF (llama/gguf_model.hpp) or a lowbit
+// checkpoint, FILE.safetensors (llama/checkpoint.hpp). `lowbit_quantize tinylm f.gguf --scheme
+// gptq-q4_K` and this program's gptq-q4_K row, with the same --calib-windows, give the same
+// perplexity, which checks the file (for GGUF, the Q/K permutation too) end to end.
 //
 // Then, with --full or --layer-speed, the speed of one Llama-3-8B-shaped decoder layer with fp32,
 // INT8 and INT4 linears (layer_speed.hpp), where threads split each product: tinylm lives in
@@ -65,6 +66,7 @@
 #include <tuple>
 #include <vector>
 
+#include "llama/checkpoint.hpp"
 #include "llama/gguf_model.hpp"
 #include "llama/layer_speed.hpp"
 #include "llama/llama.hpp"
@@ -93,7 +95,7 @@ struct Options {
   int reps = 1;
   bool speed = true, full = false, layer_speed = false;
   std::string only, csv, svg;
-  std::vector<std::string> gguf;  // files of lowbit_quantize, measured after the schemes
+  std::vector<std::string> files;  // of lowbit_quantize, measured after the schemes
   // Training rows (QAT, PEQA, distillation): run with --train or --full, or when named.
   bool train = false;
   std::int64_t train_steps = 200, train_windows = 128;
@@ -150,18 +152,22 @@ class Evaluation {
     return row;
   }
 
-  // A GGUF file that lowbit_quantize wrote, read back (gguf_model.hpp) and measured as a scheme.
-  Result<Row> run_gguf(const std::string& path) {
+  // A file that lowbit_quantize wrote, read back and measured as a scheme: a GGUF
+  // (gguf_model.hpp) or, for a name ending in ".safetensors", a lowbit checkpoint (checkpoint.hpp).
+  Result<Row> run_file(const std::string& path) {
     Row row;
     row.name = path.substr(path.rfind('/') == std::string::npos ? 0 : path.rfind('/') + 1);
-    row.layer = "gguf file";
+    const bool checkpoint = path.size() > 12 && path.compare(path.size() - 12, 12, ".safetensors") == 0;
+    row.layer = checkpoint ? "lowbit file" : "gguf file";
     std::string culprit;
-    Result<std::unique_ptr<llama::GgufModel>> g = llama::load_gguf_model(path, o_.dir, &culprit);
-    if (!g) {
+    Result<std::unique_ptr<llama::FileModel>> file = checkpoint
+                                                         ? llama::load_checkpoint(path, o_.dir, &culprit)
+                                                         : llama::load_gguf_model(path, o_.dir, &culprit);
+    if (!file) {
       std::fprintf(stderr, "lowbit_evaluate: %s: %s\n", path.c_str(), culprit.c_str());
-      return g.status();
+      return file.status();
     }
-    const llama::LlamaModel& model = (*g)->model;
+    const llama::LlamaModel& model = (*file)->model;
     std::vector<const llama::Linear*> linears;
     for (std::int64_t l = 0; l < model.config().num_layers; ++l)
       for (int s = 0; s < llama::kLinearsPerLayer; ++s) linears.push_back(&model.linear(l, s));
@@ -415,7 +421,7 @@ int usage() {
                "usage: lowbit_evaluate [--model-dir D] [--full] [--windows N] [--calib-windows N]\n"
                "                       [--schemes a,b,...] [--csv FILE] [--svg FILE] [--no-speed]\n"
                "                       [--layer-speed] [--list] [--train] [--train-steps N]\n"
-               "                       [--train-windows N] [--gguf FILE]...\n");
+               "                       [--train-windows N] [--file FILE]...\n");
   return 2;
 }
 
@@ -437,7 +443,7 @@ int main(int argc, char** argv) {
     else if (a == "--no-speed") o.speed = false;
     else if (a == "--layer-speed") o.layer_speed = true;
     else if (a == "--list") list = true;
-    else if (a == "--gguf") o.gguf.push_back(next());
+    else if (a == "--file") o.files.push_back(next());
     else if (a == "--train") o.train = true;
     else if (a == "--train-steps") o.train_steps = std::atoll(next().c_str());
     else if (a == "--train-windows") o.train_windows = std::atoll(next().c_str());
@@ -528,10 +534,10 @@ int main(int argc, char** argv) {
     }
     print_row(*r);
   }
-  for (const std::string& path : o.gguf) {
-    Result<Row> r = ev.run_gguf(path);
+  for (const std::string& path : o.files) {
+    Result<Row> r = ev.run_file(path);
     if (!r) {
-      std::fprintf(stderr, "lowbit_evaluate: --gguf %s: %s (%s, index %lld)\n", path.c_str(),
+      std::fprintf(stderr, "lowbit_evaluate: --file %s: %s (%s, index %lld)\n", path.c_str(),
                    r.status().message(), lowbit::errc_name(r.status().code()),
                    static_cast<long long>(r.status().index()));
       return 1;

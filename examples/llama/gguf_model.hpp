@@ -30,9 +30,10 @@
 
 namespace llama {
 
-// The model and the f32 tensors its weights point into (every tensor is copied out of the file,
-// which is closed again).
-struct GgufModel {
+// A model read back from a file (a GGUF here, a lowbit checkpoint in checkpoint.hpp): the model
+// and the f32 tensors its weights point into (every tensor is copied out of the file, which is
+// closed again).
+struct FileModel {
   std::vector<std::vector<float>> f32;
   LlamaModel model;
 };
@@ -65,7 +66,7 @@ inline Result<const lowbit::io::GgufTensorInfo*> gguf_tensor(const lowbit::io::G
 // (kIo, kTruncated, kCorrupt, ...), kShapeMismatch for a tensor of the wrong shape, kUnsupported
 // for an embedding, lm_head or norm not stored f32 or a linear in a type lowbit cannot run;
 // `culprit` names the file or tensor.
-inline Result<std::unique_ptr<GgufModel>> load_gguf_model(const std::string& gguf_path,
+inline Result<std::unique_ptr<FileModel>> load_gguf_model(const std::string& gguf_path,
                                                           const std::string& model_dir,
                                                           std::string* culprit = nullptr) {
   Result<LlamaConfig> config = LlamaConfig::load(model_dir + "/config.json", culprit);
@@ -145,7 +146,7 @@ inline Result<std::unique_ptr<GgufModel>> load_gguf_model(const std::string& ggu
   Result<LlamaModel> model = LlamaModel::from_weights(std::move(*weights), factory, culprit);
   if (!model) return model.status();
   detail::set(culprit, "");
-  return std::unique_ptr<GgufModel>(new GgufModel{std::move(f32), std::move(*model)});
+  return std::unique_ptr<FileModel>(new FileModel{std::move(f32), std::move(*model)});
 }
 
 }  // namespace llama

@@ -333,21 +333,26 @@ class DequantLinear final : public QuantizedLinear {
     LOWBIT_TRY(detail::check_shape(t.rows(), t.cols()));
     Result<std::vector<std::uint8_t>> bytes = lowbit::write_packed_matrix(t);
     if (!bytes) return bytes.status();
-    std::unique_ptr<DequantLinear> l(new DequantLinear(t.rows(), t.cols(), executor));
-    l->bytes_ = std::move(*bytes);
-    Result<lowbit::PackedMatrixView> m =
-        lowbit::parse_packed_matrix(l->bytes_.data(), l->bytes_.size());
+    return from_packed(std::move(*bytes), executor);
+  }
+
+  // A lowbit packed matrix (LBPM, lowbit/format/packed_matrix.hpp), e.g. stored_bytes() of a
+  // packed layer read back from a file; validated by parse_packed_matrix.
+  static Result<std::unique_ptr<DequantLinear>> from_packed(std::vector<std::uint8_t> bytes,
+                                                            lowbit::Executor* executor = nullptr) {
+    Result<lowbit::PackedMatrixView> m = lowbit::parse_packed_matrix(bytes.data(), bytes.size());
     if (!m) return m.status();
+    LOWBIT_TRY(detail::check_shape(m->rows, m->cols));
+    std::unique_ptr<DequantLinear> l(new DequantLinear(m->rows, m->cols, executor));
+    l->bytes_ = std::move(bytes);  // a vector's move keeps its buffer: the view stays valid
     Result<lowbit::WeightsView> v = lowbit::WeightsView::packed(*m);
     if (!v) return v.status();
     l->view_ = *v;
     l->packed_bytes_ = v->size_bytes();
-    l->format_ = "dequant packed " + std::to_string(Q::kBits) + "-bit" +
-                 (Q::symmetry::kSymmetric ? " sym" : " asym");
-    const std::int64_t group = m->granularity == lowbit::PackedGranularity::kPerGroup
-                                   ? m->group_size
-                                   : 0;
-    if (group > 0) l->format_ += " g" + std::to_string(group);
+    l->format_ = "dequant packed " + std::to_string(m->bits) + "-bit" +
+                 (m->scheme == lowbit::PackedScheme::kAsymmetric ? " asym" : " sym");
+    if (m->granularity == lowbit::PackedGranularity::kPerGroup)
+      l->format_ += " g" + std::to_string(m->group_size);
     return l;
   }
 

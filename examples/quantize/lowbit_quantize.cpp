@@ -3,6 +3,7 @@
 //
 //   lowbit_quantize MODEL_DIR OUT.gguf [--type q4_K] [--rule 'blk.*.ffn_down.*=q6_K'] ...
 //   lowbit_quantize MODEL_DIR OUT.gguf --scheme gptq-q4_K [--calib calib.txt]
+//   lowbit_quantize MODEL_DIR OUT.safetensors --scheme gptq-w3-g128   (a lowbit checkpoint)
 //
 // The work is in lowbit/io/gguf_convert.hpp (name mapping, the Q/K rope permutation, the type
 // plan, streaming); this file parses the command line, prints the plan and the progress on
@@ -13,7 +14,9 @@
 // (examples/llama/schemes.hpp: the same code, so the same weights) and hands them to the
 // converter as supplied tensors, with the norms the scheme rewrote (AWQ, SmoothQuant). That
 // needs the whole fp32 model in memory (llama::LlamaModel) and, for the calibrated schemes,
-// calibration text run through it as bytes (a byte-level vocabulary, as tinylm's).
+// calibration text run through it as bytes (a byte-level vocabulary, as tinylm's). The schemes
+// whose codes no GGUF type holds (lowbit's packed matrices) are written as a lowbit checkpoint
+// when OUTPUT ends in ".safetensors" (examples/llama/checkpoint.hpp).
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -21,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "llama/checkpoint.hpp"
 #include "llama/schemes.hpp"
 #include "lowbit/io/gguf_convert.hpp"
 
@@ -51,6 +55,7 @@ void usage(std::FILE* to) {
       "  --calib FILE         calibration text for --scheme (default MODEL_DIR/calib.txt)\n"
       "  --calib-windows N    256-byte windows of it (default 128)\n"
       "  --list-schemes       every scheme, whether a GGUF holds it, and exit\n"
+      "                       (OUTPUT.safetensors: a lowbit checkpoint, for every scheme)\n"
       "  --dry-run            print the plan (name, shape, type, bytes) and write nothing\n"
       "  --quiet              no progress output\n"
       "\n"
@@ -105,7 +110,7 @@ void on_progress(const ConvertProgress& p, void* user) {
                seconds);
 }
 
-// --scheme: the scheme's decoder linears and rewritten norms, kept alive for the writer.
+// --scheme: the scheme's decoder linears and rewritten norms, kept alive for the GGUF writer.
 struct SchemeOutput {
   llama::schemes::Built built;
   std::vector<SuppliedTensor> supplied;
@@ -114,7 +119,13 @@ struct SchemeOutput {
 struct SchemeRequest {
   std::string name, calib;
   std::int64_t calib_windows = 128;
+  std::string checkpoint;  // OUTPUT.safetensors: write a lowbit checkpoint there instead of a GGUF
 };
+
+bool ends_with(const std::string& s, const char* suffix) {
+  const std::size_t n = std::strlen(suffix);
+  return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
+}
 
 std::vector<std::uint8_t> read_bytes(const std::string& path) {
   std::vector<std::uint8_t> bytes;
@@ -127,8 +138,9 @@ std::vector<std::uint8_t> read_bytes(const std::string& path) {
   return bytes;
 }
 
-// Builds the scheme (Deploy::kExport) and lists what the converter writes in place of the
-// checkpoint's tensors. Returns 0, or the exit status after printing why not.
+// Builds the scheme (Deploy::kExport) and either writes it as a lowbit checkpoint
+// (request.checkpoint) or lists what the GGUF converter writes in place of the checkpoint's
+// tensors. Returns 0, or the exit status after printing why not.
 int build_scheme(const std::string& model_dir, const SchemeRequest& request, SchemeOutput* out) {
   using llama::schemes::SchemeBuilder;
   std::string culprit;
@@ -151,9 +163,9 @@ int build_scheme(const std::string& model_dir, const SchemeRequest& request, Sch
                  "there are no weights to write\n", scheme->name);
     return 2;
   }
-  if (scheme->stores == llama::schemes::Stores::kPacked) {
+  if (scheme->stores == llama::schemes::Stores::kPacked && request.checkpoint.empty()) {
     std::fprintf(stderr, "lowbit_quantize: '%s' stores lowbit packed codes, which no GGUF type "
-                 "holds (--list-schemes lists those a GGUF can)\n", scheme->name);
+                 "holds: write OUTPUT.safetensors (a lowbit checkpoint) instead\n", scheme->name);
     return 2;
   }
   if (scheme->calibrated) {
@@ -174,6 +186,11 @@ int build_scheme(const std::string& model_dir, const SchemeRequest& request, Sch
   if (!built) return report("building the scheme", scheme->name, built.status());
   std::fprintf(stderr, "scheme %s built in %.1f s\n", scheme->name,
                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  if (!request.checkpoint.empty()) {
+    const lowbit::Status s = llama::write_checkpoint(request.checkpoint, builder.fp32(), *built, scheme->name);
+    if (!s) return report("writing", request.checkpoint, s);
+    return 0;
+  }
   out->built = std::move(*built);
   lowbit::Result<std::vector<SuppliedTensor>> supplied = llama::schemes::gguf_tensors(out->built);
   if (!supplied) return report("building the scheme", scheme->name, supplied.status());
@@ -296,6 +313,20 @@ int main(int argc, char** argv) {
   SchemeOutput scheme_output;
   if (!scheme.name.empty()) {
     if (scheme.calib.empty()) scheme.calib = model_dir + "/calib.txt";
+    if (positional.size() == 2 && ends_with(positional[1], ".safetensors")) {
+      if (dry_run || have_type || !options.rules.empty() || !imatrix_path.empty()) {
+        std::fprintf(stderr, "lowbit_quantize: --dry-run, --type, --rule and --imatrix plan GGUF "
+                     "files, not a lowbit checkpoint (.safetensors)\n");
+        return 2;
+      }
+      scheme.checkpoint = positional[1];
+      const auto t0 = std::chrono::steady_clock::now();
+      const int status = build_scheme(model_dir, scheme, &scheme_output);
+      if (status == 0)
+        std::fprintf(stderr, "wrote %s (lowbit checkpoint) in %.1f s\n", scheme.checkpoint.c_str(),
+                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      return status;
+    }
     const int status = build_scheme(model_dir, scheme, &scheme_output);
     if (status != 0) return status;
     options.supplied = scheme_output.supplied;

@@ -1,18 +1,21 @@
 // lowbit_quantize --scheme end to end on a small random Llama: the scheme built for export
-// (examples/llama/schemes.hpp), written by the GGUF converter as supplied tensors, read back by
-// examples/llama/gguf_model.hpp, must compute exactly the logits of the model the scheme built.
-// The read-back undoes the Q/K permutation from its definition, not with the converter's helper,
-// so a row out of place on either side fails here; so would a rewritten norm (AWQ) the file lost.
+// (examples/llama/schemes.hpp), written as a GGUF by the converter (supplied tensors) or as a
+// lowbit checkpoint (examples/llama/checkpoint.hpp), read back (gguf_model.hpp, checkpoint.hpp),
+// must compute exactly the logits of the model the scheme built. The GGUF read-back undoes the
+// Q/K permutation from its definition, not with the converter's helper, so a row out of place on
+// either side fails here; so would a rewritten norm (AWQ, SmoothQuant) the file lost.
 #include <doctest/doctest.h>
 #include <errno.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "llama/checkpoint.hpp"
 #include "llama/gguf_model.hpp"
 #include "llama/schemes.hpp"
 #include "lowbit/io/gguf_convert.hpp"
@@ -24,16 +27,17 @@ namespace {
 using lowbit_test::require_ok;
 using lowbit_test::value_of;
 
-// Rows of 64 and 128 (ggml's 32-blocks divide them); 256 positions for the calibration windows;
-// a byte-level vocabulary, as the calibration text is read as bytes.
+// Rows of 64, 128 and 256 (ggml's 32-blocks and GPTQ's groups of 128 divide them); 256
+// positions for the calibration windows; a byte-level vocabulary, as the calibration text is
+// read as bytes.
 llama::LlamaConfig export_config() {
   llama::LlamaConfig c = lowbit_test::toy_config();
   c.vocab_size = 256;
-  c.hidden_size = 64;
-  c.intermediate_size = 128;
+  c.hidden_size = 128;
+  c.intermediate_size = 256;
   c.num_heads = 4;
   c.num_kv_heads = 2;
-  c.head_dim = 16;
+  c.head_dim = 32;
   c.max_positions = 256;
   return c;
 }
@@ -133,29 +137,43 @@ TEST_CASE("schemes: a scheme's GGUF reads back as the model the scheme built, lo
   require_ok(builder.calibrate());
   const std::vector<std::int32_t> ids = lowbit_test::random_tokens(24, 256, 9);
 
-  // GPTQ's values in Q4_0, AWQ (norms rewritten) in IQ4_NL, an imatrix Q4_0, and bf16.
-  for (const char* name : {"gptq-q4_0", "awq-iq4_nl", "q4_0-imat", "bf16"}) {
-    INFO("scheme ", name);
+  // GGUF: GPTQ's values in Q4_0, AWQ (norms rewritten) in IQ4_NL, an imatrix Q4_0, bf16.
+  // Checkpoint: GPTQ's packed 4-bit codes, SmoothQuant's (norms rewritten) 8-bit per-channel
+  // codes, mixed precision (packed at several widths), and ggml blocks too.
+  const std::pair<const char*, const char*> files[] = {
+      {"gptq-q4_0", ".gguf"},        {"awq-iq4_nl", ".gguf"},          {"q4_0-imat", ".gguf"},
+      {"bf16", ".gguf"},             {"gptq-w4-g128", ".safetensors"}, {"w8a8-sq", ".safetensors"},
+      {"mixed-3.0", ".safetensors"}, {"gptq-q4_0", ".safetensors"}};
+  for (const auto& [name, extension] : files) {
+    const bool gguf = std::strcmp(extension, ".gguf") == 0;
+    INFO("scheme ", name, extension);
     const SchemeBuilder::Scheme* scheme = nullptr;
     const std::vector<SchemeBuilder::Scheme> all = SchemeBuilder::schemes();
     for (const SchemeBuilder::Scheme& s : all)
       if (std::strcmp(s.name, name) == 0) scheme = &s;
     REQUIRE(scheme != nullptr);
-    CHECK(scheme->stores == llama::schemes::Stores::kGgml);
+    CHECK((scheme->stores == llama::schemes::Stores::kGgml) == (std::strstr(name, "-w") == nullptr &&
+                                                                std::strncmp(name, "w8a8", 4) != 0 &&
+                                                                std::strncmp(name, "mixed", 5) != 0));
     llama::schemes::Built built = value_of(scheme->build(builder, llama::schemes::Deploy::kExport));
-    CHECK(built.norms.empty() == (std::strncmp(name, "awq", 3) != 0));
+    const bool rewrites_norms = std::strncmp(name, "awq", 3) == 0 || std::strncmp(name, "w8a8", 4) == 0;
+    CHECK(built.norms.empty() == !rewrites_norms);
 
-    lowbit::io::ConvertOptions options;
-    options.default_type = lowbit::io::GgmlType::kF32;
-    options.supplied = value_of(llama::schemes::gguf_tensors(built));
-    CHECK(options.supplied.size() == 2 * 7 + built.norms.size());
-    const lowbit::io::LlamaSource src = value_of(lowbit::io::open_llama_model(dir));
-    const lowbit::io::ConvertPlan plan = value_of(lowbit::io::plan_llama_gguf(src, options));
-    CHECK(plan.supplied == options.supplied.size());
-    const std::string gguf = dir + "/" + name + ".gguf";
-    require_ok(lowbit::io::write_llama_gguf_file(src, plan, gguf));
-
-    const std::unique_ptr<llama::GgufModel> read = value_of(llama::load_gguf_model(gguf, dir));
+    const std::string path = dir + "/" + name + extension;
+    if (gguf) {
+      lowbit::io::ConvertOptions options;
+      options.default_type = lowbit::io::GgmlType::kF32;
+      options.supplied = value_of(llama::schemes::gguf_tensors(built));
+      CHECK(options.supplied.size() == 2 * 7 + built.norms.size());
+      const lowbit::io::LlamaSource src = value_of(lowbit::io::open_llama_model(dir));
+      const lowbit::io::ConvertPlan plan = value_of(lowbit::io::plan_llama_gguf(src, options));
+      CHECK(plan.supplied == options.supplied.size());
+      require_ok(lowbit::io::write_llama_gguf_file(src, plan, path));
+    } else {
+      require_ok(llama::write_checkpoint(path, builder.fp32(), built, name));
+    }
+    const std::unique_ptr<llama::FileModel> read =
+        value_of(gguf ? llama::load_gguf_model(path, dir) : llama::load_checkpoint(path, dir));
     const llama::LlamaModel built_model = model_of(dir, &built);
     const std::vector<float> want = logits_of(built_model, ids), got = logits_of(read->model, ids);
     REQUIRE(want.size() == got.size());
@@ -167,7 +185,7 @@ TEST_CASE("schemes: a scheme's GGUF reads back as the model the scheme built, lo
     std::size_t same = 0;
     for (std::size_t i = 0; i < want.size(); ++i) same += want[i] == fp32[i];
     CHECK(same < want.size() / 2);
-    std::remove(gguf.c_str());
+    std::remove(path.c_str());
   }
 
   // Packed codes have no GGUF type: a clear error naming the first linear.
@@ -180,10 +198,37 @@ TEST_CASE("schemes: a scheme's GGUF reads back as the model the scheme built, lo
       CHECK(r.status().index() == 0);
     }
 
-  // No file: a clear error naming it.
+  // No file, or a checkpoint missing a linear: clear errors naming what is at fault.
   std::string culprit;
   CHECK(llama::load_gguf_model(dir + "/no-such.gguf", dir, &culprit).status().code() == lowbit::Errc::kIo);
   CHECK(culprit == dir + "/no-such.gguf");
+  CHECK(llama::load_checkpoint(dir + "/no-such.safetensors", dir, &culprit).status().code() == lowbit::Errc::kIo);
+
+  // The fp32 checkpoint itself is a checkpoint without quantized linears: the fp32 model.
+  {
+    const std::unique_ptr<llama::FileModel> fp32 = value_of(llama::load_checkpoint(dir + "/model.safetensors", dir));
+    CHECK(logits_of(fp32->model, ids) == logits_of(builder.fp32(), ids));
+  }
+  // A packed linear whose bytes were damaged: kCorrupt, naming it.
+  for (const SchemeBuilder::Scheme& s : SchemeBuilder::schemes())
+    if (std::strcmp(s.name, "rtn-w8") == 0) {
+      const llama::schemes::Built packed = value_of(s.build(builder, llama::schemes::Deploy::kExport));
+      const std::string path = dir + "/damaged.safetensors";
+      require_ok(llama::write_checkpoint(path, builder.fp32(), packed, s.name));
+      std::vector<std::uint8_t> bytes;
+      {
+        const lowbit::io::MappedFile f = value_of(lowbit::io::MappedFile::open(path));
+        bytes.assign(f.bytes().data, f.bytes().data + f.bytes().size);
+      }
+      const std::uint8_t magic[4] = {'L', 'B', 'P', 'M'};
+      auto at = std::search(bytes.begin(), bytes.end(), magic, magic + 4);
+      REQUIRE(at != bytes.end());
+      *at = 'X';
+      save(path, bytes.data(), bytes.size());
+      CHECK(llama::load_checkpoint(path, dir, &culprit).status().code() == lowbit::Errc::kCorrupt);
+      CHECK(culprit.rfind("model.layers.", 0) == 0);
+      std::remove(path.c_str());
+    }
   std::remove((dir + "/model.safetensors").c_str());
   std::remove((dir + "/config.json").c_str());
   ::rmdir(dir.c_str());
