@@ -35,7 +35,8 @@ namespace llama {
 
 // Writes `built` (a scheme built with Deploy::kExport from `fp32`) to `path` as above; the file
 // appears whole or not at all (written to path + ".part", then renamed). kUnsupported for a
-// linear that is neither a DequantLinear nor a DenseLinear; kIo when the file cannot be written.
+// linear with no StoredWeights (one that keeps only a kernel repacking); kIo when the file
+// cannot be written.
 inline Status write_checkpoint(const std::string& path, const LlamaModel& fp32,
                                const schemes::Built& built, const std::string& scheme) {
   using lowbit::io::SafetensorsDtype;
@@ -66,16 +67,17 @@ inline Status write_checkpoint(const std::string& path, const LlamaModel& fp32,
                    c.hidden_size, 0));
     for (int s = 0; s < kLinearsPerLayer; ++s) {
       const std::string name = linear_name(l, s) + ".weight";
-      const Linear* linear = built.linears[i * kLinearsPerLayer + static_cast<std::size_t>(s)].get();
-      if (const auto* d = dynamic_cast<const DequantLinear*>(linear)) {
+      const Linear& linear = *built.linears[i * kLinearsPerLayer + static_cast<std::size_t>(s)];
+      const StoredWeights stored = linear.stored();
+      if (stored.kind == StoredWeights::Kind::kFp32) {
+        LOWBIT_TRY(add(name, SafetensorsDtype::kF32, stored.fp32, linear.out_features(), linear.in_features()));
+      } else if (stored.kind != StoredWeights::Kind::kNone) {
+        const bool ggml = stored.kind == StoredWeights::Kind::kGgml;
         LOWBIT_TRY(writer.add_metadata("lowbit.format." + name,
-                                       d->is_ggml() ? lowbit::io::ggml_type_info(d->ggml_type())->name : "lbpm"));
-        LOWBIT_TRY(add(name, SafetensorsDtype::kU8, d->stored_bytes().data(),
-                       static_cast<std::int64_t>(d->stored_bytes().size()), 0));
-      } else if (const auto* f = dynamic_cast<const DenseLinear*>(linear)) {
-        LOWBIT_TRY(add(name, SafetensorsDtype::kF32, f->weight(), f->out_features(), f->in_features()));
+                                       ggml ? lowbit::io::ggml_type_info(stored.ggml_type)->name : "lbpm"));
+        LOWBIT_TRY(add(name, SafetensorsDtype::kU8, stored.bytes, static_cast<std::int64_t>(stored.size), 0));
       } else {
-        return Status(Errc::kUnsupported, "checkpoint: a linear that is neither dequant nor dense",
+        return Status(Errc::kUnsupported, "checkpoint: a linear with nothing a file can store",
                       l * kLinearsPerLayer + s);
       }
     }

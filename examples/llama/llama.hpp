@@ -352,6 +352,19 @@ class LlamaWeights {
 // ---------------------------------------------------------------------------------------------
 // Linear layers
 
+// What a layer's weights are as a file stores them (lowbit_quantize --scheme, checkpoint.hpp):
+// fp32 [out, in], ggml blocks of a ggml type (GGUF tensor data), or a lowbit packed matrix
+// (LBPM). kNone for layers that keep only a kernel-specific repacking. A virtual rather than a
+// dynamic_cast, so that the writers build where RTTI is off.
+struct StoredWeights {
+  enum class Kind { kNone, kFp32, kGgml, kPacked };
+  Kind kind = Kind::kNone;
+  const float* fp32 = nullptr;          // kFp32
+  const std::uint8_t* bytes = nullptr;  // kGgml, kPacked
+  std::size_t size = 0;                 // bytes
+  std::uint32_t ggml_type = 0;          // kGgml: the ggml type id (lowbit/io/ggml_types.hpp)
+};
+
 // y [tokens, out_features] = x [tokens, in_features] · Wᵀ, both row-major. forward() is const and
 // is called from several threads at once (perplexity workers share one model): an implementation
 // must keep per-call scratch on its own stack or heap, never in unsynchronised members.
@@ -369,6 +382,7 @@ class Linear {
   virtual std::size_t weight_bytes() const noexcept {
     return static_cast<std::size_t>(in_features_ * out_features_) * sizeof(float);
   }
+  virtual StoredWeights stored() const noexcept { return {}; }
 
   std::int64_t in_features() const noexcept { return in_features_; }
   std::int64_t out_features() const noexcept { return out_features_; }
@@ -398,6 +412,12 @@ class DenseLinear final : public Linear {
     return {};
   }
   const float* weight() const noexcept { return weight_; }
+  StoredWeights stored() const noexcept override {
+    StoredWeights w;
+    w.kind = StoredWeights::Kind::kFp32;
+    w.fp32 = weight_;
+    return w;
+  }
 
  private:
   std::vector<float> owned_;

@@ -336,7 +336,7 @@ class DequantLinear final : public QuantizedLinear {
     return from_packed(std::move(*bytes), executor);
   }
 
-  // A lowbit packed matrix (LBPM, lowbit/format/packed_matrix.hpp), e.g. stored_bytes() of a
+  // A lowbit packed matrix (LBPM, lowbit/format/packed_matrix.hpp), e.g. stored().bytes of a
   // packed layer read back from a file; validated by parse_packed_matrix.
   static Result<std::unique_ptr<DequantLinear>> from_packed(std::vector<std::uint8_t> bytes,
                                                             lowbit::Executor* executor = nullptr) {
@@ -392,11 +392,17 @@ class DequantLinear final : public QuantizedLinear {
   }
   std::string format() const override { return format_; }
   const lowbit::WeightsView& weights() const noexcept { return view_; }
-  // What a file stores for this layer: ggml blocks of ggml_type() (a GGUF tensor's data) when
-  // is_ggml(), else a lowbit packed matrix (LBPM: lowbit::parse_packed_matrix reads it back).
-  bool is_ggml() const noexcept { return view_.format() != lowbit::WeightFormat::kPacked; }
-  lowbit::io::GgmlType ggml_type() const noexcept { return ggml_type_; }
-  const std::vector<std::uint8_t>& stored_bytes() const noexcept { return bytes_; }
+  // ggml blocks of the layer's type (a GGUF tensor's data), or a lowbit packed matrix (LBPM:
+  // lowbit::parse_packed_matrix, from_packed read it back).
+  StoredWeights stored() const noexcept override {
+    StoredWeights w;
+    const bool packed = view_.format() == lowbit::WeightFormat::kPacked;
+    w.kind = packed ? StoredWeights::Kind::kPacked : StoredWeights::Kind::kGgml;
+    w.bytes = bytes_.data();
+    w.size = bytes_.size();
+    w.ggml_type = static_cast<std::uint32_t>(ggml_type_);
+    return w;
+  }
 
  private:
   DequantLinear(std::int64_t out, std::int64_t in, lowbit::Executor* executor) noexcept
@@ -405,7 +411,7 @@ class DequantLinear final : public QuantizedLinear {
   std::vector<std::uint8_t> bytes_;  // ggml blocks, or an LBPM buffer (view_ points into it)
   lowbit::WeightsView view_;
   std::size_t packed_bytes_ = 0;  // codes + scales + zero points, without the LBPM header
-  lowbit::io::GgmlType ggml_type_ = lowbit::io::GgmlType::kF32;  // when is_ggml()
+  lowbit::io::GgmlType ggml_type_ = lowbit::io::GgmlType::kF32;  // of ggml blocks
   std::string format_;
   lowbit::Executor* executor_;
 };

@@ -852,19 +852,19 @@ class SchemeBuilder {
 // (ConvertOptions::supplied): each decoder linear's ggml blocks, and the norms the scheme
 // rewrote; fp32 linears are left to the checkpoint's own tensors. The entries point into
 // `built`, which must outlive the writing. kUnsupported when a linear holds lowbit packed codes
-// (Stores::kPacked: no GGUF type holds them), with its index in load order.
+// (Stores::kPacked: no GGUF type holds them) or nothing a file can store, with its index in load
+// order.
 inline Result<std::vector<lowbit::io::SuppliedTensor>> gguf_tensors(const Built& built) {
   std::vector<lowbit::io::SuppliedTensor> out;
   for (std::size_t li = 0; li < built.linears.size(); ++li) {
-    const auto* l = dynamic_cast<const DequantLinear*>(built.linears[li].get());
-    if (l == nullptr) continue;  // DenseLinear: the checkpoint's tensor
-    if (!l->is_ggml())
+    const StoredWeights w = built.linears[li]->stored();
+    if (w.kind == StoredWeights::Kind::kFp32) continue;  // the checkpoint's tensor
+    if (w.kind != StoredWeights::Kind::kGgml)
       return Status(Errc::kUnsupported, "scheme: a linear holds lowbit packed codes, which GGUF has no type for",
                     static_cast<std::int64_t>(li));
     const std::int64_t layer = static_cast<std::int64_t>(li) / kLinearsPerLayer;
     const int slot = static_cast<int>(li % kLinearsPerLayer);
-    out.push_back({linear_name(layer, slot) + ".weight", l->ggml_type(), l->stored_bytes().data(),
-                   l->stored_bytes().size()});
+    out.push_back({linear_name(layer, slot) + ".weight", static_cast<GgmlType>(w.ggml_type), w.bytes, w.size});
   }
   for (std::size_t i = 0; i < built.norms.size(); ++i)
     out.push_back({"model.layers." + std::to_string(i / 2) +
