@@ -1,4 +1,5 @@
-// 03_ptq_report: round-to-nearest against GPTQ and AWQ (and γ) on every decoder linear of tinylm.
+// 03_ptq_report: round-to-nearest against GPTQ, AWQ, EasyQuant, OliVe (and γ), and with int8
+// activations against SmoothQuant and LLM.int8, on every decoder linear of tinylm.
 //
 //   03_ptq_report [--model-dir models/tinylm] [--calib-windows 64] [--eval-windows 64]
 //                 [--ppl-windows 64 | --full] [--threads 2] [--quiet]
@@ -24,6 +25,21 @@
 //          o_proj's inputs, and the reference skips it too), then the clip search on all but q/k
 //          (as the reference), then RTN of W·diag(s); Ŵ = Q(W·diag(s))·diag(s)⁻¹, which is what
 //          folding 1/s into the preceding norm computes.
+//   EasyQuant  weights beyond 3σ of their row kept exact in a sparse side list, then each block's
+//          range optimised for the reconstruction error of the rest (the width's own quantizer;
+//          8 bits: ±127 per channel); the side list's cost is printed per width
+//   OliVe  outlier–victim pairs (4-bit in groups of 128, 8-bit per channel; none at 3 and 2 bits,
+//          which the pair format does not define), the reference's scale search
+//
+// With int8 activations (each token rounded to 8 bits over its absmax, dynamic), each width's
+// weights and X a sample of at most 2048 evaluation tokens per input (activation rounding is not a
+// function of H, so the error is measured on the tokens themselves):
+//   RTN          the RTN weights above, activations as they are
+//   SmoothQuant  s_j = max|X_j|^α / max|W_j|^(1−α), α = 0.5, on calibration maxima, for the inputs
+//                that leave a norm (q/k/v, gate/up; the reference smooths nothing else in a Llama):
+//                RTN of W·diag(s), activations X·diag(s)⁻¹ (what folding 1/s into the norm gives)
+//   LLM.int8     input columns whose calibration max |x| reaches 6 pass in fp32 on both sides; the
+//                rest is rounded (weights: the outlier columns zeroed before the ranges are taken)
 //
 //   mixed  the seed paper's allocation b*_l = ½·log2(α_l·σ_l²/λ) over the four widths above at an
 //          average storage budget (codes, scales and zero points counted; decoder linears only,
@@ -41,6 +57,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -48,9 +65,13 @@
 
 #include "llama/llama.hpp"
 #include "lowbit/algo/awq.hpp"
+#include "lowbit/algo/easyquant.hpp"
 #include "lowbit/algo/gptq.hpp"
 #include "lowbit/algo/hessian.hpp"
+#include "lowbit/algo/llm_int8.hpp"
 #include "lowbit/algo/mixed_precision.hpp"
+#include "lowbit/algo/olive.hpp"
+#include "lowbit/algo/smoothquant.hpp"
 #include "lowbit/executor.hpp"
 
 namespace {
@@ -78,14 +99,34 @@ double storage_bits(const Width& w) {
   return w.bits + (16.0 + (w.symmetric ? 0.0 : w.bits)) / group;
 }
 const double kBudgets[] = {2.5, 3.0, 4.0};
-enum Method { kRtn, kRtnGamma, kGptq, kAwq, kMethods };
-const char* const kMethodNames[kMethods] = {"RTN", "RTN+gamma", "GPTQ", "AWQ"};
+enum Method { kRtn, kRtnGamma, kGptq, kAwq, kEasyQuant, kOlive, kMethods };
+const char* const kMethodNames[kMethods] = {"RTN", "RTN+gamma", "GPTQ", "AWQ", "EasyQuant", "OliVe"};
+// Methods with int8 activations (per token, dynamic) on top of each width's weights.
+enum ActMethod { kA8Rtn, kA8Smooth, kA8LlmInt8, kActMethods };
+const char* const kActMethodNames[kActMethods] = {"RTN", "SmoothQuant", "LLM.int8"};
+const double kSmoothAlpha = 0.5;  // SmoothQuant's α, as the w8a8-sq scheme of lowbit_evaluate
+
+// A bounded sample of a linear input's tokens: at most `capacity` rows, every `every`-th token.
+struct TokenSample {
+  std::vector<float> data;  // (tokens × in)
+  std::int64_t tokens = 0;
+
+  void add(const float* x, std::int64_t t, std::int64_t in, std::int64_t every, std::int64_t capacity) {
+    for (std::int64_t r = 0; r < t && tokens < capacity; r += every, ++tokens)
+      data.insert(data.end(), x + r * in, x + (r + 1) * in);
+  }
+  RowMatrix matrix(std::int64_t in) const { return Eigen::Map<const RowMatrix>(data.data(), tokens, in); }
+};
 
 // What the program keeps per distinct linear input (q/k/v share one, gate/up another).
 struct InputStats {
   std::unique_ptr<lowbit::HessianAccumulator> calib_h, eval_h;
-  std::vector<float> sample;  // (sample_tokens × in) calibration tokens for AWQ
-  std::int64_t sample_tokens = 0, in = 0;
+  TokenSample calib_sample;  // calibration tokens for AWQ
+  TokenSample eval_sample;   // evaluation tokens for the errors with int8 activations
+  // max |x| per channel on calibration text: SmoothQuant's activation scales and LLM.int8's
+  // outlier magnitudes
+  lowbit::OutlierFeatureDetector act_absmax;
+  std::int64_t in = 0;
 };
 
 std::vector<std::uint8_t> read_file(const std::string& path) {
@@ -186,6 +227,106 @@ RowMatrix gptq(const RowMatrix& w, const Eigen::MatrixXf& h, const Width& width,
   return Eigen::Map<const RowMatrix>(r.dequantized.data(), w.rows(), w.cols());
 }
 
+// EasyQuant with the quantizer of `width` (σ rule n = 3 per row, range search): the dense part
+// dequantized with the outliers' exact values in place. Counts the outliers and the bytes of the
+// dense tensor and of the side list.
+struct EasyQuantCost {
+  std::int64_t weights = 0, outliers = 0;
+  double dense_bytes = 0, sparse_bytes = 0;
+};
+template <class Q>
+RowMatrix easyquant_as(const RowMatrix& w, EasyQuantCost& cost) {
+  const lowbit::EasyQuantTensor<Q> t =
+      take(lowbit::EasyQuant<Q>::quantize(lowbit::row_major(w.data(), w.rows(), w.cols())), "easyquant");
+  RowMatrix out(w.rows(), w.cols());
+  const lowbit::Status s = t.dequantize(lowbit::row_major(out.data(), out.rows(), out.cols()));
+  if (!s) fail("easyquant dequantize", s);
+  cost.weights += w.size();
+  cost.outliers += static_cast<std::int64_t>(t.outliers().size());
+  cost.dense_bytes += static_cast<double>(t.dense().size_bytes());
+  cost.sparse_bytes += static_cast<double>(t.sparse_bytes());
+  return out;
+}
+RowMatrix easyquant(const RowMatrix& w, const Width& width, EasyQuantCost& cost) {
+  using namespace lowbit;
+  if (width.bits == 8 && width.group < 0 && width.symmetric)
+    return easyquant_as<Quantizer<Bits<8>, SymmetricRestricted, PerChannel<0>>>(w, cost);
+  if (width.bits == 4 && width.group == 128 && !width.symmetric)
+    return easyquant_as<Quantizer<Bits<4>, Asymmetric, PerGroup<128>>>(w, cost);
+  if (width.bits == 3 && width.group == 128 && !width.symmetric)
+    return easyquant_as<Quantizer<Bits<3>, Asymmetric, PerGroup<128>>>(w, cost);
+  if (width.bits == 2 && width.group == 64 && !width.symmetric)
+    return easyquant_as<Quantizer<Bits<2>, Asymmetric, PerGroup<64>>>(w, cost);
+  std::fprintf(stderr, "03_ptq_report: no EasyQuant quantizer for width %s\n", width.name);
+  std::exit(1);
+}
+
+// OliVe's outlier-victim pairs at the width's bits and block (4 or 8 bits only: its pairs need a
+// sign, two exponent bits and a mantissa). Symmetric by construction: one scale per block.
+bool olive_has(const Width& width) { return width.bits == 8 || width.bits == 4; }
+bool has(const Width& width, int method) { return method != kOlive || olive_has(width); }
+template <int Bits, class Granularity>
+RowMatrix olive_as(const RowMatrix& w) {
+  const auto t = take(lowbit::Olive<Bits, Granularity>::quantize(lowbit::row_major(w.data(), w.rows(), w.cols())),
+                      "olive");
+  RowMatrix out(w.rows(), w.cols());
+  const lowbit::Status s = t.dequantize(lowbit::row_major(out.data(), out.rows(), out.cols()));
+  if (!s) fail("olive dequantize", s);
+  return out;
+}
+RowMatrix olive(const RowMatrix& w, const Width& width) {
+  if (width.bits == 8 && width.group < 0) return olive_as<8, lowbit::PerChannel<0>>(w);
+  if (width.bits == 4 && width.group == 128) return olive_as<4, lowbit::PerGroup<128>>(w);
+  std::fprintf(stderr, "03_ptq_report: no OliVe format for width %s\n", width.name);
+  std::exit(1);
+}
+
+// A linear layer with int8 activations, fake-quantized in float32:
+//
+//   y = Q_tok(x·diag(s)⁻¹) · Ŵᵀ
+//
+// Q_tok rounds each token to 8 bits over its own absmax (SmoothQuant's fake_quant: step =
+// max(absmax, 1e-5)/127, rint(x/step)), skipping the outlier columns, which pass exactly and do
+// not enter the absmax (LLM.int8's decomposition, its outlier part in fp32). Ŵ is the width's RTN
+// of W·diag(s) (s = 1 unless smoothed), with LLM.int8's outlier columns zeroed before the ranges are
+// taken and restored exactly after. At w8 this is W8A8Linear's per-channel/per-token pipeline
+// (SmoothQuant) and LlmInt8<>'s vector-wise product (LLM.int8), up to float summation order.
+struct ActQuantized {
+  RowMatrix w;                      // Ŵ (out × in)
+  std::vector<float> smooth;        // s (in values); empty: none
+  std::vector<std::uint8_t> exact;  // 1 for an outlier column; empty: none
+
+  // x ← Q_tok(x·diag(s)⁻¹), in place.
+  void quantize_input(RowMatrix& x) const {
+    if (!smooth.empty())
+      x.array().rowwise() /= Eigen::Map<const Eigen::RowVectorXf>(smooth.data(), x.cols()).array();
+    for (Eigen::Index t = 0; t < x.rows(); ++t) {
+      float absmax = 0.0f;
+      for (Eigen::Index c = 0; c < x.cols(); ++c)
+        if (exact.empty() || !exact[static_cast<std::size_t>(c)]) absmax = std::max(absmax, std::fabs(x(t, c)));
+      const float step = lowbit::smoothquant_step(absmax);
+      for (Eigen::Index c = 0; c < x.cols(); ++c)
+        if (exact.empty() || !exact[static_cast<std::size_t>(c)])
+          x(t, c) = lowbit::smoothquant_fake_quantize(x(t, c), step);
+    }
+  }
+};
+
+class ActQuantLinear final : public llama::Linear {
+ public:
+  explicit ActQuantLinear(const ActQuantized& q) : Linear(q.w.cols(), q.w.rows()), q_(q) {}
+  lowbit::Status forward(const float* x, std::int64_t tokens, float* y) const override {
+    if (tokens == 0) return {};
+    RowMatrix xq = Eigen::Map<const RowMatrix>(x, tokens, in_features());
+    q_.quantize_input(xq);
+    Eigen::Map<RowMatrix>(y, tokens, out_features()).noalias() = xq * q_.w.transpose();
+    return {};
+  }
+
+ private:
+  const ActQuantized& q_;  // owned by the report, outlives the model
+};
+
 // AWQ on the linears `ws` that share the input sample x; returns each one's effective Ŵ.
 std::vector<RowMatrix> awq(const std::vector<const RowMatrix*>& ws, const RowMatrix& x,
                            const Width& width, bool scale, const std::vector<bool>& clip) {
@@ -275,17 +416,17 @@ int main(int argc, char** argv) {
     }
     const lowbit::Status s = st.calib_h->add_batch(lowbit::row_major(x, t, in));
     if (!s) fail("calibration Hessian", s);
-    for (std::int64_t r = 0; r < t; r += sample_every) {
-      if (st.sample_tokens == kMaxSample) break;
-      st.sample.insert(st.sample.end(), x + r * in, x + (r + 1) * in);
-      ++st.sample_tokens;
-    }
+    const lowbit::Status a = st.act_absmax.observe(lowbit::row_major(x, t, in));
+    if (!a) fail("activation maxima", a);
+    st.calib_sample.add(x, t, in, sample_every, kMaxSample);
   });
+  const std::int64_t eval_every = std::max<std::int64_t>(1, eval_windows * 256 / kMaxSample);
   observe(model, eval, eval_windows, [&](std::int64_t l, int input, const float* x, std::int64_t t,
                                          std::int64_t in) {
-    const lowbit::Status s =
-        stats[static_cast<std::size_t>(l * 4 + input)].eval_h->add_batch(lowbit::row_major(x, t, in));
+    InputStats& st = stats[static_cast<std::size_t>(l * 4 + input)];
+    const lowbit::Status s = st.eval_h->add_batch(lowbit::row_major(x, t, in));
     if (!s) fail("evaluation Hessian", s);
+    st.eval_sample.add(x, t, in, eval_every, kMaxSample);
   });
   const double calib_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -300,6 +441,15 @@ int main(int argc, char** argv) {
   std::vector<double> energy(linears);
   std::vector<lowbit::LayerBitStats> bit_stats(linears);
   double method_seconds[kMethods] = {};
+  std::vector<EasyQuantCost> easyquant_cost(std::size(kWidths));
+  // With int8 activations: act[width][method][linear], errors on the evaluation sample.
+  std::vector<std::vector<std::vector<ActQuantized>>> act(
+      std::size(kWidths), std::vector<std::vector<ActQuantized>>(kActMethods, std::vector<ActQuantized>(linears)));
+  std::vector<std::vector<std::vector<double>>> act_err_num(
+      std::size(kWidths), std::vector<std::vector<double>>(kActMethods, std::vector<double>(linears)));
+  std::vector<double> act_energy(linears);
+  std::vector<std::int64_t> outlier_columns(static_cast<std::size_t>(layers * 4));
+  std::vector<std::pair<float, float>> smooth_range(static_cast<std::size_t>(layers * 4));
 
   for (std::int64_t l = 0; l < layers; ++l) {
     std::vector<RowMatrix> w(llama::kLinearsPerLayer);
@@ -307,6 +457,32 @@ int main(int argc, char** argv) {
       const auto shape = llama::linear_shape(cfg, slot);
       w[static_cast<std::size_t>(slot)] = Eigen::Map<const RowMatrix>(
           model.weights().layers[static_cast<std::size_t>(l)].linear[slot], shape.first, shape.second);
+    }
+    // SmoothQuant's scales for the inputs that leave a norm (q/k/v, gate/up), which is what the
+    // reference smooths in a Llama: o_proj's and down_proj's inputs have no norm to fold 1/s into.
+    // LLM.int8's outlier columns at its threshold 6, for every input.
+    std::vector<std::vector<float>> smooth(4);
+    std::vector<std::vector<std::uint8_t>> exact(4);
+    for (int input = 0; input < 4; ++input) {
+      const std::size_t ii = static_cast<std::size_t>(l * 4 + input);
+      const InputStats& st = stats[ii];
+      for (std::int64_t c : take(st.act_absmax.outlier_columns(lowbit::kLlmInt8Threshold), "outliers")) {
+        exact[static_cast<std::size_t>(input)].resize(static_cast<std::size_t>(st.in), 0);
+        exact[static_cast<std::size_t>(input)][static_cast<std::size_t>(c)] = 1;
+        ++outlier_columns[ii];
+      }
+      if (input == 1 || input == 3) continue;
+      const std::vector<float> absmax = take(st.act_absmax.absmax(), "activation maxima");
+      std::vector<MatrixView<const float>> fcs;
+      for (int slot = 0; slot < llama::kLinearsPerLayer; ++slot)
+        if (input_of(slot) == input)
+          fcs.push_back(lowbit::row_major(w[static_cast<std::size_t>(slot)].data(),
+                                          w[static_cast<std::size_t>(slot)].rows(), st.in));
+      std::vector<float>& s = smooth[static_cast<std::size_t>(input)];
+      s = take(lowbit::smoothquant_scales(lowbit::row_major(absmax.data(), 1, st.in), fcs, kSmoothAlpha),
+               "smoothquant scales")
+              .scales;
+      smooth_range[ii] = {*std::min_element(s.begin(), s.end()), *std::max_element(s.begin(), s.end())};
     }
     for (std::size_t wi = 0; wi < std::size(kWidths); ++wi) {
       const Width& width = kWidths[wi];
@@ -319,7 +495,7 @@ int main(int argc, char** argv) {
       timed(kAwq, [&] {
         const auto sample = [&](int input) {
           const InputStats& st = stats[static_cast<std::size_t>(l * 4 + input)];
-          return RowMatrix(Eigen::Map<const RowMatrix>(st.sample.data(), st.sample_tokens, st.in));
+          return st.calib_sample.matrix(st.in);
         };
         const RowMatrix x_attn = sample(0), x_o = sample(1), x_mlp = sample(2), x_down = sample(3);
         std::vector<RowMatrix> qkv = awq({&w[0], &w[1], &w[2]}, x_attn, width, true, {false, false, true});
@@ -337,6 +513,8 @@ int main(int argc, char** argv) {
         timed(kRtnGamma, [&] { q[kRtnGamma][li] = with_gamma(wl, q[kRtn][li]); });
         timed(kGptq, [&] { q[kGptq][li] = gptq(wl, st.calib_h->hessian(), width, pool); });
         q[kAwq][li] = awq_q[static_cast<std::size_t>(slot)];
+        timed(kEasyQuant, [&] { q[kEasyQuant][li] = easyquant(wl, width, easyquant_cost[wi]); });
+        if (olive_has(width)) timed(kOlive, [&] { q[kOlive][li] = olive(wl, width); });
         if (width.bits == 3) {  // the probe width of the sensitivities, on calibration text
           const Eigen::MatrixXd hc = st.calib_h->hessian().cast<double>();
           lowbit::LayerBitStats& b = bit_stats[li];
@@ -350,7 +528,35 @@ int main(int argc, char** argv) {
         }
         const Eigen::MatrixXd h = st.eval_h->hessian().cast<double>();
         energy[li] = output_energy(wl, h);
-        for (int m = 0; m < kMethods; ++m) err_num[wi][m][li] = output_energy(wl - q[m][li], h);
+        for (int m = 0; m < kMethods; ++m)
+          if (has(width, m)) err_num[wi][m][li] = output_energy(wl - q[m][li], h);
+
+        // int8 activations on the evaluation sample.
+        const std::size_t input = static_cast<std::size_t>(input_of(slot));
+        const RowMatrix x = st.eval_sample.matrix(st.in);
+        const RowMatrix y = x * wl.transpose();
+        act_energy[li] = y.cast<double>().squaredNorm();
+        for (int am = 0; am < kActMethods; ++am) {
+          ActQuantized& a = act[wi][am][li];
+          if (am == kA8Smooth && !smooth[input].empty()) {
+            a.smooth = smooth[input];
+            const Eigen::Map<const Eigen::RowVectorXf> sv(a.smooth.data(), st.in);
+            a.w = rtn(wl.array().rowwise() * sv.array(), width);
+          } else if (am == kA8LlmInt8 && !exact[input].empty()) {
+            a.exact = exact[input];
+            RowMatrix wz = wl;
+            for (Eigen::Index c = 0; c < wz.cols(); ++c)
+              if (a.exact[static_cast<std::size_t>(c)]) wz.col(c).setZero();
+            a.w = rtn(wz, width);
+            for (Eigen::Index c = 0; c < wz.cols(); ++c)
+              if (a.exact[static_cast<std::size_t>(c)]) a.w.col(c) = wl.col(c);
+          } else {
+            a.w = q[kRtn][li];
+          }
+          RowMatrix xq = x;
+          a.quantize_input(xq);
+          act_err_num[wi][am][li] = (y - xq * a.w.transpose()).cast<double>().squaredNorm();
+        }
       }
     }
   }
@@ -360,36 +566,73 @@ int main(int argc, char** argv) {
               dir.c_str(), static_cast<long long>(calib_windows), static_cast<long long>(eval_windows),
               calib_seconds);
   std::printf("relative output error ||X W^T - X Wq^T||^2 / ||X W^T||^2 (X from eval.txt)\n");
-  for (std::size_t wi = 0; wi < std::size(kWidths); ++wi) {
-    if (!quiet) {
-      std::printf("\n%-34s %11s %11s %11s %11s\n", kWidths[wi].name, kMethodNames[0], kMethodNames[1],
-                  kMethodNames[2], kMethodNames[3]);
-      for (std::size_t li = 0; li < linears; ++li) {
-        std::printf("%-34s", model.linear_name(static_cast<std::int64_t>(li) / llama::kLinearsPerLayer,
-                                               static_cast<int>(li % llama::kLinearsPerLayer))
-                                 .c_str());
-        for (int m = 0; m < kMethods; ++m) std::printf(" %11.3e", err_num[wi][m][li] / energy[li]);
-        std::printf("\n");
-      }
+  const auto linear_name = [&](std::size_t li) {
+    return model.linear_name(static_cast<std::int64_t>(li) / llama::kLinearsPerLayer,
+                             static_cast<int>(li % llama::kLinearsPerLayer));
+  };
+  for (std::size_t wi = 0; wi < std::size(kWidths) && !quiet; ++wi) {
+    std::printf("\n%-34s", kWidths[wi].name);
+    for (int m = 0; m < kMethods; ++m) std::printf(" %11s", kMethodNames[m]);
+    std::printf("\n");
+    for (std::size_t li = 0; li < linears; ++li) {
+      std::printf("%-34s", linear_name(li).c_str());
+      for (int m = 0; m < kMethods; ++m)
+        if (has(kWidths[wi], m)) std::printf(" %11.3e", err_num[wi][m][li] / energy[li]);
+        else std::printf(" %11s", "-");
+      std::printf("\n");
+    }
+  }
+  std::printf("\nwith int8 activations (per token, dynamic), X a sample of %lld eval.txt tokens; "
+              "SmoothQuant alpha %.2f on q/k/v and gate/up; LLM.int8 outlier columns (max |x| >= %.0f "
+              "on calib.txt) in fp32\n",
+              static_cast<long long>(stats[0].eval_sample.tokens), kSmoothAlpha,
+              static_cast<double>(lowbit::kLlmInt8Threshold));
+  std::printf("%-34s %16s %16s %16s %16s\n", "input (per layer)", "attention", "o_proj", "mlp",
+              "down_proj");
+  for (std::int64_t l = 0; l < layers; ++l) {
+    std::printf("layer %lld outlier columns, s range   ", static_cast<long long>(l));
+    for (int input = 0; input < 4; ++input) {
+      const std::size_t ii = static_cast<std::size_t>(l * 4 + input);
+      if (input == 1 || input == 3)
+        std::printf(" %4lld %11s", static_cast<long long>(outlier_columns[ii]), "-");
+      else
+        std::printf(" %4lld %5.2f-%5.1f", static_cast<long long>(outlier_columns[ii]),
+                    static_cast<double>(smooth_range[ii].first), static_cast<double>(smooth_range[ii].second));
+    }
+    std::printf("\n");
+  }
+  {
+    // LLM.int8's fixed threshold is in absolute units: what it keeps in fp32 depends on the model.
+    double exact = 0, all = 0;
+    for (std::size_t li = 0; li < linears; ++li) {
+      const std::int64_t l = static_cast<std::int64_t>(li) / llama::kLinearsPerLayer;
+      const int slot = static_cast<int>(li % llama::kLinearsPerLayer);
+      const auto shape = llama::linear_shape(cfg, slot);
+      exact += static_cast<double>(outlier_columns[static_cast<std::size_t>(l * 4 + input_of(slot))] * shape.first);
+      all += static_cast<double>(shape.first * shape.second);
+    }
+    std::printf("LLM.int8 keeps %.2f%% of the decoder weights (whole input columns) in fp32\n", 100.0 * exact / all);
+  }
+  for (std::size_t wi = 0; wi < std::size(kWidths) && !quiet; ++wi) {
+    std::printf("\n%-34s", (std::string(kWidths[wi].name) + ", a8").c_str());
+    for (int m = 0; m < kActMethods; ++m) std::printf(" %11s", kActMethodNames[m]);
+    std::printf("\n");
+    for (std::size_t li = 0; li < linears; ++li) {
+      std::printf("%-34s", linear_name(li).c_str());
+      for (int m = 0; m < kActMethods; ++m) std::printf(" %11.3e", act_err_num[wi][m][li] / act_energy[li]);
+      std::printf("\n");
     }
   }
 
-  // Perplexity of each (width, method) with all decoder linears replaced.
-  std::printf("\n%-20s %-10s %14s %14s %11s\n", "width", "method", "total error", "perplexity",
-              "vs fp32");
-  const auto ppl = [&](const std::vector<RowMatrix>* replacement) {
+  // Perplexity with every decoder linear replaced by make(linear index).
+  using MakeLinear = std::function<std::unique_ptr<llama::Linear>(std::size_t)>;
+  const auto ppl = [&](const MakeLinear& make) {
     llama::LinearFactory factory = nullptr;
-    if (replacement != nullptr)
-      factory = [&](const std::string& name, const float*, std::int64_t out, std::int64_t in)
+    if (make)
+      factory = [&](const std::string& name, const float*, std::int64_t, std::int64_t)
           -> lowbit::Result<std::unique_ptr<llama::Linear>> {
-        for (std::size_t li = 0; li < linears; ++li) {
-          if (model.linear_name(static_cast<std::int64_t>(li) / llama::kLinearsPerLayer,
-                                static_cast<int>(li % llama::kLinearsPerLayer)) != name)
-            continue;
-          const RowMatrix& q = (*replacement)[li];
-          std::vector<float> copy(q.data(), q.data() + q.size());
-          return std::unique_ptr<llama::Linear>(new llama::DenseLinear(std::move(copy), out, in));
-        }
+        for (std::size_t li = 0; li < linears; ++li)
+          if (linear_name(li) == name) return make(li);
         return lowbit::Status(lowbit::Errc::kInvalidArgument, "no replacement for a linear");
       };
     llama::LlamaModel m = take(llama::LlamaModel::load(dir, factory), "loading a quantized model");
@@ -398,19 +641,46 @@ int main(int argc, char** argv) {
     po.threads = threads;
     return take(llama::evaluate_perplexity(m, eval.data(), eval.size(), po), "perplexity").perplexity;
   };
+  const auto dense = [](const std::vector<RowMatrix>& ws) -> MakeLinear {
+    return [&ws](std::size_t li) -> std::unique_ptr<llama::Linear> {
+      const RowMatrix& q = ws[li];
+      return std::make_unique<llama::DenseLinear>(std::vector<float>(q.data(), q.data() + q.size()),
+                                                  q.rows(), q.cols());
+    };
+  };
+  const auto ratio = [&](const std::vector<double>& num, const std::vector<double>& den) {
+    double n = 0, d = 0;
+    for (std::size_t li = 0; li < linears; ++li) {
+      n += num[li];
+      d += den[li];
+    }
+    return n / d;
+  };
+  std::printf("\n%-24s %-12s %14s %14s %11s\n", "width", "method", "total error", "perplexity",
+              "vs fp32");
   const double fp32 = ppl(nullptr);
-  std::printf("%-20s %-10s %14s %14.6f %11s\n", "fp32", "-", "-", fp32, "-");
+  std::printf("%-24s %-12s %14s %14.6f %11s\n", "fp32", "-", "-", fp32, "-");
   for (std::size_t wi = 0; wi < std::size(kWidths); ++wi) {
     for (int m = 0; m < kMethods; ++m) {
-      double num = 0, den = 0;
-      for (std::size_t li = 0; li < linears; ++li) {
-        num += err_num[wi][m][li];
-        den += energy[li];
-      }
-      const double p = ppl(&quantized[wi][m]);
-      std::printf("%-20s %-10s %14.4e %14.6f %+10.3f%%\n", kWidths[wi].name, kMethodNames[m], num / den,
-                  p, 100.0 * (p / fp32 - 1.0));
+      if (!has(kWidths[wi], m)) continue;
+      const double p = ppl(dense(quantized[wi][m]));
+      std::printf("%-24s %-12s %14.4e %14.6f %+10.3f%%\n", kWidths[wi].name, kMethodNames[m],
+                  ratio(err_num[wi][m], energy), p, 100.0 * (p / fp32 - 1.0));
     }
+    for (int m = 0; m < kActMethods; ++m) {
+      const std::vector<ActQuantized>& layers_a8 = act[wi][m];
+      const double p = ppl([&](std::size_t li) -> std::unique_ptr<llama::Linear> {
+        return std::make_unique<ActQuantLinear>(layers_a8[li]);
+      });
+      std::printf("%-24s %-12s %14.4e %14.6f %+10.3f%%\n", (std::string(kWidths[wi].name) + ", a8").c_str(),
+                  kActMethodNames[m], ratio(act_err_num[wi][m], act_energy), p, 100.0 * (p / fp32 - 1.0));
+    }
+    const EasyQuantCost& c = easyquant_cost[wi];
+    std::printf("  EasyQuant kept %lld weights (%.3f%%) exact: %.3f bits/weight with the side list, "
+                "%.3f without\n",
+                static_cast<long long>(c.outliers), 100.0 * static_cast<double>(c.outliers) / static_cast<double>(c.weights),
+                8.0 * (c.dense_bytes + c.sparse_bytes) / static_cast<double>(c.weights),
+                8.0 * c.dense_bytes / static_cast<double>(c.weights));
   }
   // Mixed precision at each budget, GPTQ and RTN values, against the uniform width that fits.
   std::vector<lowbit::BitWidthCost> costs;
@@ -434,10 +704,10 @@ int main(int argc, char** argv) {
         num += err_num[wi][m][li];
         den += energy[li];
       }
-      const double p = ppl(&mixed);
+      const double p = ppl(dense(mixed));
       char label[32];
       std::snprintf(label, sizeof label, "mixed %.2fb", budget);
-      std::printf("%-20s %-10s %14.4e %14.6f %+10.3f%%\n", label, kMethodNames[m], num / den, p,
+      std::printf("%-24s %-12s %14.4e %14.6f %+10.3f%%\n", label, kMethodNames[m], num / den, p,
                   100.0 * (p / fp32 - 1.0));
     }
   }

@@ -33,6 +33,7 @@
 #include "lowbit/gemm.hpp"
 #include "lowbit/gemm_w8a8.hpp"
 #include "lowbit/kv_cache.hpp"
+#include "lowbit/algo/channel_absmax.hpp"
 #include "lowbit/algo/gamma.hpp"
 #include "lowbit/algo/hessian.hpp"
 #include "lowbit/algo/gptq.hpp"

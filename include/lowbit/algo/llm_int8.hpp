@@ -59,6 +59,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "lowbit/algo/channel_absmax.hpp"
 #include "lowbit/detail/validate.hpp"
 #include "lowbit/quantizer.hpp"
 #include "lowbit/status.hpp"
@@ -77,52 +78,24 @@ inline Status check_llm_int8_threshold(float threshold) noexcept {
 }
 }  // namespace detail
 
-// Streams activation batches (tokens × features) and keeps max |x| per feature, from which the
-// outlier features at any threshold follow. One float per feature, whatever the token count.
-class OutlierFeatureDetector {
+// Streams activation batches (tokens × features) and keeps max |x| per feature (ChannelAbsMax),
+// from which the outlier features at any threshold follow. One float per feature, whatever the
+// token count.
+class OutlierFeatureDetector : public ChannelAbsMax {
  public:
-  // Errors: invalid view, empty (kEmpty), NaN/Inf (kNonFinite, flat index), a feature count that
-  // differs from the first batch's (kShapeMismatch). On error nothing is folded.
-  Status observe(MatrixView<const float> x) {
-    LOWBIT_TRY(detail::check_data(x));
-    if (tokens_ > 0 && x.cols() != features())
-      return {Errc::kShapeMismatch, "batch width differs from the first batch's"};
-    if (tokens_ == 0) absmax_.assign(static_cast<std::size_t>(x.cols()), 0.0f);
-    for (std::int64_t t = 0; t < x.rows(); ++t)
-      for (std::int64_t c = 0; c < x.cols(); ++c) {
-        float& m = absmax_[static_cast<std::size_t>(c)];
-        m = std::max(m, std::fabs(x(t, c)));
-      }
-    tokens_ += x.rows();
-    return {};
-  }
-
   // Ascending indices of the features whose largest magnitude reached `threshold`.
   // Errors: before any observe (kNotCalibrated); a NaN or negative threshold (kInvalidArgument).
   Result<std::vector<std::int64_t>> outlier_columns(float threshold = kLlmInt8Threshold) const {
-    if (tokens_ == 0) return Status(Errc::kNotCalibrated, "outlier_columns() before any observe()");
+    Result<std::vector<float>> maxima = absmax();
+    if (!maxima) return Status(Errc::kNotCalibrated, "outlier_columns() before any observe()");
     LOWBIT_TRY(detail::check_llm_int8_threshold(threshold));
     std::vector<std::int64_t> columns;
-    for (std::size_t c = 0; c < absmax_.size(); ++c)
-      if (absmax_[c] >= threshold) columns.push_back(static_cast<std::int64_t>(c));
+    for (std::size_t c = 0; c < maxima->size(); ++c)
+      if ((*maxima)[c] >= threshold) columns.push_back(static_cast<std::int64_t>(c));
     return columns;
   }
 
-  // max |x| per feature over everything observed.
-  Result<std::vector<float>> absmax() const {
-    if (tokens_ == 0) return Status(Errc::kNotCalibrated, "absmax() before any observe()");
-    return absmax_;
-  }
-  std::int64_t features() const noexcept { return static_cast<std::int64_t>(absmax_.size()); }
-  std::int64_t tokens() const noexcept { return tokens_; }
-  void reset() {
-    absmax_.clear();
-    tokens_ = 0;
-  }
-
- private:
-  std::vector<float> absmax_;
-  std::int64_t tokens_ = 0;
+  std::int64_t features() const noexcept { return channels(); }
 };
 
 // The outlier features of one batch: what bitsandbytes computes on every call.
