@@ -379,7 +379,8 @@ BENCHMARK(lowbit_bench::BM_MemoryReadBandwidth)->Unit(benchmark::kMillisecond)->
 BENCHMARK(BM_Gemm)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseManualTime();
 BENCHMARK(BM_EigenF32)->Apply(eigen_args)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_GemmIsa)
-    ->ArgsProduct({{static_cast<std::int64_t>(lowbit::Isa::kAvx2),
+    ->ArgsProduct({{static_cast<std::int64_t>(lowbit::Isa::kSse41),
+                    static_cast<std::int64_t>(lowbit::Isa::kAvx2),
                     static_cast<std::int64_t>(lowbit::Isa::kAvxVnni),
                     static_cast<std::int64_t>(lowbit::Isa::kAvx512Vnni),
                     static_cast<std::int64_t>(lowbit::Isa::kNeon),

@@ -4,7 +4,7 @@
 // Paths are grouped into clusters, as Highway does, so that each kernel is compiled a bounded
 // number of times and a cluster is all-or-nothing:
 //   kScalar      portable C++, always available (the reference path)
-//   kSse41       SSE4.1
+//   kSse41       SSSE3 + SSE4.1 (Penryn, Nehalem, Silvermont and later)
 //   kAvx2        AVX2 + FMA + F16C + BMI2 (Haswell, Zen 1 and later)
 //   kAvxVnni     kAvx2 + AVX-VNNI (Alder Lake, Zen 5): VNNI on 256-bit registers
 //   kAvx512      AVX-512 F/BW/DQ/VL (Skylake-SP, Zen 4)
@@ -64,7 +64,7 @@ inline bool isa_supported(Isa isa) noexcept {
   const detail::RawCpuFeatures& f = cpu_features();
   switch (isa) {
     case Isa::kScalar: return true;
-    case Isa::kSse41: return f.sse41;
+    case Isa::kSse41: return f.ssse3 && f.sse41;
     // Every feature a path's target attribute enables (detail/dispatch.hpp) is checked, even
     // those no real CPU of the cluster lacks: a virtual machine may hide any of them.
     case Isa::kAvx2: return f.avx2 && f.fma && f.f16c && f.bmi2;

@@ -27,7 +27,7 @@
 //
 // with the inner sums exact in int32 and one fused multiply-add per block
 // (detail/kernels/int8_gemm/problem.hpp gives the exact sequence). Every path — scalar reference,
-// AVX2, AVX-VNNI, AVX-512 VNNI, NEON, NEON dot product — returns bit-identical outputs.
+// SSE4.1, AVX2, AVX-VNNI, AVX-512 VNNI, NEON, NEON dot product — returns bit-identical outputs.
 //
 // Accuracy: the only approximation is the activations' rounding, |x − dx·qx| ≤ dx/2 per value, so
 // |y − Σ w·x| ≤ Σ_blocks (dx/2)·Σ|w| plus float32 rounding of the block terms (the weights are
@@ -35,13 +35,16 @@
 //
 // Paths (lowbit/cpu.hpp; chosen once per call, forced with LOWBIT_ISA or force_isa_for_testing):
 //   scalar        the reference (detail/kernels/int8_gemm/reference.hpp)
+//   sse4.1        pmaddubsw/pmaddwd on xmm (4 rows per register), the fused multiply-add
+//                 computed exactly in double (SSE4.1 has no FMA)
 //   avx2          vpmaddubsw/vpmaddwd: 4-bit codes unsigned × int8 with int16 accumulation per
 //                 block; IQ4_NL (vpshufb lookup) and 8-bit codes with the sign trick
 //   avx-vnni      vpdpbusd on ymm; signed codes offset by +128 and corrected by 128·sx
 //   avx512 (F/BW) runs the avx2 kernels
 //   avx512-vnni   vpdpbusd on zmm (16 rows per register)
 //   neon          smull/sadalp;   neon-dotprod: sdot by lane
-// SSE4.1-only CPUs run the scalar path.
+// The activation quantizer has SIMD forms for AVX2 and NEON; SSE4.1 CPUs quantize with the
+// scalar one (K values per token: small next to the product).
 //
 // NaN and Inf in activations: a 32-block holding one is quantized to codes 0 with scale NaN, so
 // every output of that token is NaN (an Inf input also gives NaN: int8 cannot carry it) and no
@@ -73,6 +76,7 @@
 #include "lowbit/detail/kernels/int8_gemm/neon_dotprod.hpp"
 #include "lowbit/detail/kernels/int8_gemm/problem.hpp"
 #include "lowbit/detail/kernels/int8_gemm/reference.hpp"
+#include "lowbit/detail/kernels/int8_gemm/sse41.hpp"
 #include "lowbit/detail/kernels/quantize_activations/avx2.hpp"
 #include "lowbit/detail/kernels/quantize_activations/neon.hpp"
 #include "lowbit/detail/kernels/quantize_activations/reference.hpp"
@@ -145,6 +149,7 @@ KernelTable<Kernel> make_table() noexcept {
   KernelTable<Kernel> t;
   t.set(Isa::kScalar, &reference::gemm);
 #if defined(LOWBIT_HAVE_X86_KERNELS)
+  t.set(Isa::kSse41, &sse41::gemm<F>);
   t.set(Isa::kAvx2, &avx2::gemm<F>);
   t.set(Isa::kAvxVnni, &avx_vnni::gemm<F>);
   t.set(Isa::kAvx512Vnni, &avx512_vnni::gemm<F>);

@@ -20,6 +20,7 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -68,7 +69,7 @@ void report_skipped_isas() {
   reported = true;
 #if defined(LOWBIT_HAVE_X86_KERNELS)
   // (kAvx512 without VNNI has no kernel of its own: it runs the AVX2 one.)
-  const Isa compiled[] = {Isa::kAvx2, Isa::kAvxVnni, Isa::kAvx512Vnni};
+  const Isa compiled[] = {Isa::kSse41, Isa::kAvx2, Isa::kAvxVnni, Isa::kAvx512Vnni};
 #elif defined(LOWBIT_HAVE_ARM_KERNELS)
   const Isa compiled[] = {Isa::kNeon, Isa::kNeonDotprod};
 #else
@@ -79,6 +80,92 @@ void report_skipped_isas() {
       MESSAGE("int8 gemm path compiled but not runnable on this CPU (not tested here): "
               << std::string(lowbit::isa_name(isa)));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The SSE4.1 path's two emulations: F16C's conversion and the fused multiply-add
+// ---------------------------------------------------------------------------------------------
+
+#if defined(LOWBIT_HAVE_X86_KERNELS)
+namespace sse41 = lowbit::detail::int8_gemm::sse41;
+
+// Wrappers compiled for SSE4.1 (the kernels' helpers inline only into such functions).
+LOWBIT_TARGET_SSE41 __attribute__((noinline)) void sse41_halves(const lowbit::Half* h, float* out) {
+  _mm_storeu_ps(out, sse41::load_params(h));
+}
+LOWBIT_TARGET_SSE41 __attribute__((noinline)) void sse41_fma(const float* a, const float* b,
+                                                            const float* c, float* out) {
+  _mm_storeu_ps(out, sse41::fma_float(_mm_loadu_ps(a), _mm_loadu_ps(b), _mm_loadu_ps(c)));
+}
+
+TEST_CASE("int8 gemm sse4.1: half scales convert exactly as lowbit::to_float, all 65536") {
+  if (!lowbit::isa_supported(Isa::kSse41)) return;
+  for (std::uint32_t first = 0; first < 65536; first += 4) {
+    lowbit::Half h[4];
+    for (std::uint32_t i = 0; i < 4; ++i) h[i].bits = static_cast<std::uint16_t>(first + i);
+    float got[4];
+    sse41_halves(h, got);
+    for (int i = 0; i < 4; ++i) {
+      INFO("half bits ", first + static_cast<std::uint32_t>(i));
+      CHECK(bits_of(got[i]) == bits_of(lowbit::to_float(h[i])));
+    }
+  }
+}
+
+TEST_CASE("int8 gemm sse4.1: the emulated fma rounds once, as std::fma") {
+  if (!lowbit::isa_supported(Isa::kSse41)) return;
+  // Where multiply-then-add in double rounds twice and lands on a float tie: a·b + c =
+  // 1 + 2^-24 + 2^-60 exactly, which std::fma rounds up to 1 + 2^-23; the double sum is 1 + 2^-24
+  // and would round to even, 1. The same mirrored, and with the tail below the tie.
+  const float a1 = 1.0f + 0x1p-12f, b1 = 0x1p-24f * (1.0f - 0x1p-12f + 0x1p-24f);
+  const float a[4] = {a1, -a1, a1, a1};
+  const float b[4] = {b1, b1, -b1, b1};
+  const float c[4] = {1.0f, -1.0f, 1.0f + 0x1p-22f, 2.0f};
+  float got[4];
+  sse41_fma(a, b, c, got);
+  CHECK(got[0] == 1.0f + 0x1p-23f);
+  CHECK(static_cast<float>(static_cast<double>(a1) * b1 + 1.0) == 1.0f);  // what double gives
+  for (int i = 0; i < 4; ++i) CHECK(bits_of(got[i]) == bits_of(std::fma(a[i], b[i], c[i])));
+
+  // Random operands over wide exponent ranges, near-cancellation, integers times scales (the
+  // kernel's case), and Inf/NaN/zero/subnormal operands.
+  std::mt19937 rng(kSeed + 9);
+  std::uniform_int_distribution<int> exponent(-40, 40);
+  std::uniform_real_distribution<float> mantissa(1.0f, 2.0f);
+  std::uniform_int_distribution<int> integer(-4000000, 4000000);
+  const auto number = [&] {
+    return std::ldexp(mantissa(rng), exponent(rng)) * (rng() % 2 ? 1.0f : -1.0f);
+  };
+  const float specials[] = {0.0f, -0.0f, std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity(),
+                            std::numeric_limits<float>::quiet_NaN(), 1e-40f, -3e-39f, 1.0f};
+  int wrong = 0;
+  for (int trial = 0; trial < 200000; ++trial) {
+    float x[4], y[4], z[4], out[4];
+    for (int i = 0; i < 4; ++i) {
+      switch (trial % 4) {
+        case 0: x[i] = number(), y[i] = number(), z[i] = number(); break;
+        case 1:  // c ≈ −a·b
+          x[i] = number(), y[i] = number();
+          z[i] = -x[i] * y[i] *
+                 (1.0f + static_cast<float>(static_cast<int>(rng() % 64) - 32) * 0x1p-23f);
+          break;
+        case 2:  // the kernel's operands: float(isum) · (d·dx) + acc
+          x[i] = static_cast<float>(integer(rng)), y[i] = number() * 0x1p-20f, z[i] = number();
+          break;
+        default:
+          x[i] = specials[rng() % 8], y[i] = number();
+          z[i] = rng() % 2 ? specials[rng() % 8] : number();
+      }
+    }
+    sse41_fma(x, y, z, out);
+    for (int i = 0; i < 4; ++i) {
+      const float want = std::fma(x[i], y[i], z[i]);
+      wrong += std::isnan(want) ? !std::isnan(out[i]) : bits_of(out[i]) != bits_of(want);
+    }
+  }
+  CHECK(wrong == 0);
+}
+#endif
 
 // ---------------------------------------------------------------------------------------------
 // Activation quantization

@@ -25,7 +25,8 @@ namespace lowbit {
 namespace detail {
 
 struct RawCpuFeatures {
-  bool sse41 = false, avx = false, avx2 = false, fma = false, f16c = false, bmi2 = false;
+  bool ssse3 = false, sse41 = false;
+  bool avx = false, avx2 = false, fma = false, f16c = false, bmi2 = false;
   bool avx_vnni = false;
   bool avx512f = false, avx512bw = false, avx512dq = false, avx512vl = false, avx512vnni = false;
   bool neon = false, dotprod = false;
@@ -52,6 +53,7 @@ inline RawCpuFeatures detect_cpu_features() noexcept {
   if (max_leaf < 1) return f;
   cpuid(1, 0, r);
   const unsigned ecx1 = r[2];
+  f.ssse3 = (ecx1 >> 9) & 1;
   f.sse41 = (ecx1 >> 19) & 1;
   const bool osxsave = (ecx1 >> 27) & 1;
   const std::uint64_t xcr0 = osxsave ? xgetbv0() : 0;

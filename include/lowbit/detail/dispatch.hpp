@@ -28,7 +28,7 @@
 #define LOWBIT_HAVE_X86_KERNELS 1
 #include <immintrin.h>
 // Clusters as in lowbit/cpu.hpp. F16C and BMI2 come with every AVX2 CPU worth dispatching to.
-#define LOWBIT_TARGET_SSE41 __attribute__((target("sse4.1,popcnt")))
+#define LOWBIT_TARGET_SSE41 __attribute__((target("sse4.1")))
 #define LOWBIT_TARGET_AVX2 __attribute__((target("avx2,fma,f16c,bmi2")))
 #define LOWBIT_TARGET_AVX_VNNI __attribute__((target("avx2,fma,f16c,bmi2,avxvnni")))
 #define LOWBIT_TARGET_AVX512 \
