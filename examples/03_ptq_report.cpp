@@ -100,7 +100,8 @@ double storage_bits(const Width& w) {
 }
 const double kBudgets[] = {2.5, 3.0, 4.0};
 enum Method { kRtn, kRtnGamma, kGptq, kAwq, kEasyQuant, kOlive, kMethods };
-const char* const kMethodNames[kMethods] = {"RTN", "RTN+gamma", "GPTQ", "AWQ", "EasyQuant", "OliVe"};
+const char* const kMethodNames[kMethods] = {"RTN", "RTN+gamma", "GPTQ",
+                                            "AWQ", "EasyQuant", "OliVe"};
 // Methods with int8 activations (per token, dynamic) on top of each width's weights.
 enum ActMethod { kA8Rtn, kA8Smooth, kA8LlmInt8, kActMethods };
 const char* const kActMethodNames[kActMethods] = {"RTN", "SmoothQuant", "LLM.int8"};
@@ -111,11 +112,14 @@ struct TokenSample {
   std::vector<float> data;  // (tokens × in)
   std::int64_t tokens = 0;
 
-  void add(const float* x, std::int64_t t, std::int64_t in, std::int64_t every, std::int64_t capacity) {
+  void add(const float* x, std::int64_t t, std::int64_t in, std::int64_t every,
+           std::int64_t capacity) {
     for (std::int64_t r = 0; r < t && tokens < capacity; r += every, ++tokens)
       data.insert(data.end(), x + r * in, x + (r + 1) * in);
   }
-  RowMatrix matrix(std::int64_t in) const { return Eigen::Map<const RowMatrix>(data.data(), tokens, in); }
+  RowMatrix matrix(std::int64_t in) const {
+    return Eigen::Map<const RowMatrix>(data.data(), tokens, in);
+  }
 };
 
 // What the program keeps per distinct linear input (q/k/v share one, gate/up another).
@@ -236,8 +240,8 @@ struct EasyQuantCost {
 };
 template <class Q>
 RowMatrix easyquant_as(const RowMatrix& w, EasyQuantCost& cost) {
-  const lowbit::EasyQuantTensor<Q> t =
-      take(lowbit::EasyQuant<Q>::quantize(lowbit::row_major(w.data(), w.rows(), w.cols())), "easyquant");
+  const lowbit::EasyQuantTensor<Q> t = take(
+      lowbit::EasyQuant<Q>::quantize(lowbit::row_major(w.data(), w.rows(), w.cols())), "easyquant");
   RowMatrix out(w.rows(), w.cols());
   const lowbit::Status s = t.dequantize(lowbit::row_major(out.data(), out.rows(), out.cols()));
   if (!s) fail("easyquant dequantize", s);
@@ -267,8 +271,9 @@ bool olive_has(const Width& width) { return width.bits == 8 || width.bits == 4; 
 bool has(const Width& width, int method) { return method != kOlive || olive_has(width); }
 template <int Bits, class Granularity>
 RowMatrix olive_as(const RowMatrix& w) {
-  const auto t = take(lowbit::Olive<Bits, Granularity>::quantize(lowbit::row_major(w.data(), w.rows(), w.cols())),
-                      "olive");
+  const auto t = take(
+      lowbit::Olive<Bits, Granularity>::quantize(lowbit::row_major(w.data(), w.rows(), w.cols())),
+      "olive");
   RowMatrix out(w.rows(), w.cols());
   const lowbit::Status s = t.dequantize(lowbit::row_major(out.data(), out.rows(), out.cols()));
   if (!s) fail("olive dequantize", s);
@@ -288,8 +293,8 @@ RowMatrix olive(const RowMatrix& w, const Width& width) {
 // Q_tok rounds each token to 8 bits over its own absmax (SmoothQuant's fake_quant: step =
 // max(absmax, 1e-5)/127, rint(x/step)), skipping the outlier columns, which pass exactly and do
 // not enter the absmax (LLM.int8's decomposition, its outlier part in fp32). Ŵ is the width's RTN
-// of W·diag(s) (s = 1 unless smoothed), with LLM.int8's outlier columns zeroed before the ranges are
-// taken and restored exactly after. At w8 this is W8A8Linear's per-channel/per-token pipeline
+// of W·diag(s) (s = 1 unless smoothed), with LLM.int8's outlier columns zeroed before the ranges
+// are taken and restored exactly after. At w8 this is W8A8Linear's per-channel/per-token pipeline
 // (SmoothQuant) and LlmInt8<>'s vector-wise product (LLM.int8), up to float summation order.
 struct ActQuantized {
   RowMatrix w;                      // Ŵ (out × in)
@@ -303,7 +308,8 @@ struct ActQuantized {
     for (Eigen::Index t = 0; t < x.rows(); ++t) {
       float absmax = 0.0f;
       for (Eigen::Index c = 0; c < x.cols(); ++c)
-        if (exact.empty() || !exact[static_cast<std::size_t>(c)]) absmax = std::max(absmax, std::fabs(x(t, c)));
+        if (exact.empty() || !exact[static_cast<std::size_t>(c)])
+          absmax = std::max(absmax, std::fabs(x(t, c)));
       const float step = lowbit::smoothquant_step(absmax);
       for (Eigen::Index c = 0; c < x.cols(); ++c)
         if (exact.empty() || !exact[static_cast<std::size_t>(c)])
@@ -421,13 +427,13 @@ int main(int argc, char** argv) {
     st.calib_sample.add(x, t, in, sample_every, kMaxSample);
   });
   const std::int64_t eval_every = std::max<std::int64_t>(1, eval_windows * 256 / kMaxSample);
-  observe(model, eval, eval_windows, [&](std::int64_t l, int input, const float* x, std::int64_t t,
-                                         std::int64_t in) {
-    InputStats& st = stats[static_cast<std::size_t>(l * 4 + input)];
-    const lowbit::Status s = st.eval_h->add_batch(lowbit::row_major(x, t, in));
-    if (!s) fail("evaluation Hessian", s);
-    st.eval_sample.add(x, t, in, eval_every, kMaxSample);
-  });
+  observe(model, eval, eval_windows,
+          [&](std::int64_t l, int input, const float* x, std::int64_t t, std::int64_t in) {
+            InputStats& st = stats[static_cast<std::size_t>(l * 4 + input)];
+            const lowbit::Status s = st.eval_h->add_batch(lowbit::row_major(x, t, in));
+            if (!s) fail("evaluation Hessian", s);
+            st.eval_sample.add(x, t, in, eval_every, kMaxSample);
+          });
   const double calib_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
@@ -444,9 +450,11 @@ int main(int argc, char** argv) {
   std::vector<EasyQuantCost> easyquant_cost(std::size(kWidths));
   // With int8 activations: act[width][method][linear], errors on the evaluation sample.
   std::vector<std::vector<std::vector<ActQuantized>>> act(
-      std::size(kWidths), std::vector<std::vector<ActQuantized>>(kActMethods, std::vector<ActQuantized>(linears)));
+      std::size(kWidths),
+      std::vector<std::vector<ActQuantized>>(kActMethods, std::vector<ActQuantized>(linears)));
   std::vector<std::vector<std::vector<double>>> act_err_num(
-      std::size(kWidths), std::vector<std::vector<double>>(kActMethods, std::vector<double>(linears)));
+      std::size(kWidths),
+      std::vector<std::vector<double>>(kActMethods, std::vector<double>(linears)));
   std::vector<double> act_energy(linears);
   std::vector<std::int64_t> outlier_columns(static_cast<std::size_t>(layers * 4));
   std::vector<std::pair<float, float>> smooth_range(static_cast<std::size_t>(layers * 4));
@@ -466,7 +474,8 @@ int main(int argc, char** argv) {
     for (int input = 0; input < 4; ++input) {
       const std::size_t ii = static_cast<std::size_t>(l * 4 + input);
       const InputStats& st = stats[ii];
-      for (std::int64_t c : take(st.act_absmax.outlier_columns(lowbit::kLlmInt8Threshold), "outliers")) {
+      for (std::int64_t c :
+           take(st.act_absmax.outlier_columns(lowbit::kLlmInt8Threshold), "outliers")) {
         exact[static_cast<std::size_t>(input)].resize(static_cast<std::size_t>(st.in), 0);
         exact[static_cast<std::size_t>(input)][static_cast<std::size_t>(c)] = 1;
         ++outlier_columns[ii];
@@ -479,10 +488,12 @@ int main(int argc, char** argv) {
           fcs.push_back(lowbit::row_major(w[static_cast<std::size_t>(slot)].data(),
                                           w[static_cast<std::size_t>(slot)].rows(), st.in));
       std::vector<float>& s = smooth[static_cast<std::size_t>(input)];
-      s = take(lowbit::smoothquant_scales(lowbit::row_major(absmax.data(), 1, st.in), fcs, kSmoothAlpha),
+      s = take(lowbit::smoothquant_scales(lowbit::row_major(absmax.data(), 1, st.in), fcs,
+                                          kSmoothAlpha),
                "smoothquant scales")
               .scales;
-      smooth_range[ii] = {*std::min_element(s.begin(), s.end()), *std::max_element(s.begin(), s.end())};
+      smooth_range[ii] = {*std::min_element(s.begin(), s.end()),
+                          *std::max_element(s.begin(), s.end())};
     }
     for (std::size_t wi = 0; wi < std::size(kWidths); ++wi) {
       const Width& width = kWidths[wi];
@@ -577,16 +588,19 @@ int main(int argc, char** argv) {
     for (std::size_t li = 0; li < linears; ++li) {
       std::printf("%-34s", linear_name(li).c_str());
       for (int m = 0; m < kMethods; ++m)
-        if (has(kWidths[wi], m)) std::printf(" %11.3e", err_num[wi][m][li] / energy[li]);
-        else std::printf(" %11s", "-");
+        if (has(kWidths[wi], m))
+          std::printf(" %11.3e", err_num[wi][m][li] / energy[li]);
+        else
+          std::printf(" %11s", "-");
       std::printf("\n");
     }
   }
-  std::printf("\nwith int8 activations (per token, dynamic), X a sample of %lld eval.txt tokens; "
-              "SmoothQuant alpha %.2f on q/k/v and gate/up; LLM.int8 outlier columns (max |x| >= %.0f "
-              "on calib.txt) in fp32\n",
-              static_cast<long long>(stats[0].eval_sample.tokens), kSmoothAlpha,
-              static_cast<double>(lowbit::kLlmInt8Threshold));
+  std::printf(
+      "\nwith int8 activations (per token, dynamic), X a sample of %lld eval.txt tokens; "
+      "SmoothQuant alpha %.2f on q/k/v and gate/up; LLM.int8 outlier columns (max |x| >= %.0f "
+      "on calib.txt) in fp32\n",
+      static_cast<long long>(stats[0].eval_sample.tokens), kSmoothAlpha,
+      static_cast<double>(lowbit::kLlmInt8Threshold));
   std::printf("%-34s %16s %16s %16s %16s\n", "input (per layer)", "attention", "o_proj", "mlp",
               "down_proj");
   for (std::int64_t l = 0; l < layers; ++l) {
@@ -597,7 +611,8 @@ int main(int argc, char** argv) {
         std::printf(" %4lld %11s", static_cast<long long>(outlier_columns[ii]), "-");
       else
         std::printf(" %4lld %5.2f-%5.1f", static_cast<long long>(outlier_columns[ii]),
-                    static_cast<double>(smooth_range[ii].first), static_cast<double>(smooth_range[ii].second));
+                    static_cast<double>(smooth_range[ii].first),
+                    static_cast<double>(smooth_range[ii].second));
     }
     std::printf("\n");
   }
@@ -608,10 +623,12 @@ int main(int argc, char** argv) {
       const std::int64_t l = static_cast<std::int64_t>(li) / llama::kLinearsPerLayer;
       const int slot = static_cast<int>(li % llama::kLinearsPerLayer);
       const auto shape = llama::linear_shape(cfg, slot);
-      exact += static_cast<double>(outlier_columns[static_cast<std::size_t>(l * 4 + input_of(slot))] * shape.first);
+      exact += static_cast<double>(
+          outlier_columns[static_cast<std::size_t>(l * 4 + input_of(slot))] * shape.first);
       all += static_cast<double>(shape.first * shape.second);
     }
-    std::printf("LLM.int8 keeps %.2f%% of the decoder weights (whole input columns) in fp32\n", 100.0 * exact / all);
+    std::printf("LLM.int8 keeps %.2f%% of the decoder weights (whole input columns) in fp32\n",
+                100.0 * exact / all);
   }
   for (std::size_t wi = 0; wi < std::size(kWidths) && !quiet; ++wi) {
     std::printf("\n%-34s", (std::string(kWidths[wi].name) + ", a8").c_str());
@@ -619,7 +636,8 @@ int main(int argc, char** argv) {
     std::printf("\n");
     for (std::size_t li = 0; li < linears; ++li) {
       std::printf("%-34s", linear_name(li).c_str());
-      for (int m = 0; m < kActMethods; ++m) std::printf(" %11.3e", act_err_num[wi][m][li] / act_energy[li]);
+      for (int m = 0; m < kActMethods; ++m)
+        std::printf(" %11.3e", act_err_num[wi][m][li] / act_energy[li]);
       std::printf("\n");
     }
   }
@@ -629,8 +647,8 @@ int main(int argc, char** argv) {
   const auto ppl = [&](const MakeLinear& make) {
     llama::LinearFactory factory = nullptr;
     if (make)
-      factory = [&](const std::string& name, const float*, std::int64_t, std::int64_t)
-          -> lowbit::Result<std::unique_ptr<llama::Linear>> {
+      factory = [&](const std::string& name, const float*, std::int64_t,
+                    std::int64_t) -> lowbit::Result<std::unique_ptr<llama::Linear>> {
         for (std::size_t li = 0; li < linears; ++li)
           if (linear_name(li) == name) return make(li);
         return lowbit::Status(lowbit::Errc::kInvalidArgument, "no replacement for a linear");
@@ -672,15 +690,18 @@ int main(int argc, char** argv) {
       const double p = ppl([&](std::size_t li) -> std::unique_ptr<llama::Linear> {
         return std::make_unique<ActQuantLinear>(layers_a8[li]);
       });
-      std::printf("%-24s %-12s %14.4e %14.6f %+10.3f%%\n", (std::string(kWidths[wi].name) + ", a8").c_str(),
-                  kActMethodNames[m], ratio(act_err_num[wi][m], act_energy), p, 100.0 * (p / fp32 - 1.0));
+      std::printf("%-24s %-12s %14.4e %14.6f %+10.3f%%\n",
+                  (std::string(kWidths[wi].name) + ", a8").c_str(), kActMethodNames[m],
+                  ratio(act_err_num[wi][m], act_energy), p, 100.0 * (p / fp32 - 1.0));
     }
     const EasyQuantCost& c = easyquant_cost[wi];
-    std::printf("  EasyQuant kept %lld weights (%.3f%%) exact: %.3f bits/weight with the side list, "
-                "%.3f without\n",
-                static_cast<long long>(c.outliers), 100.0 * static_cast<double>(c.outliers) / static_cast<double>(c.weights),
-                8.0 * (c.dense_bytes + c.sparse_bytes) / static_cast<double>(c.weights),
-                8.0 * c.dense_bytes / static_cast<double>(c.weights));
+    std::printf(
+        "  EasyQuant kept %lld weights (%.3f%%) exact: %.3f bits/weight with the side list, "
+        "%.3f without\n",
+        static_cast<long long>(c.outliers),
+        100.0 * static_cast<double>(c.outliers) / static_cast<double>(c.weights),
+        8.0 * (c.dense_bytes + c.sparse_bytes) / static_cast<double>(c.weights),
+        8.0 * c.dense_bytes / static_cast<double>(c.weights));
   }
   // Mixed precision at each budget, GPTQ and RTN values, against the uniform width that fits.
   std::vector<lowbit::BitWidthCost> costs;
