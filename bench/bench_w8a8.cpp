@@ -183,6 +183,7 @@ BENCHMARK(BM_W8A8)->Apply(shapes)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_EigenF32)->Apply(shapes)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_W8A8Isa)
     ->ArgsProduct({{static_cast<std::int64_t>(lowbit::Isa::kScalar),
+                    static_cast<std::int64_t>(lowbit::Isa::kSse41),
                     static_cast<std::int64_t>(lowbit::Isa::kAvx2),
                     static_cast<std::int64_t>(lowbit::Isa::kAvxVnni),
                     static_cast<std::int64_t>(lowbit::Isa::kAvx512Vnni),

@@ -29,6 +29,8 @@
 // epilogue is one fixed sequence, s = sx_t · sw_o, v = float(acc), y = fma(v, s, bias_o) or v · s,
 // so every ISA path returns bit-identical output. The paths (chosen at run time, lowbit/cpu.hpp):
 //   scalar        the reference (detail/kernels/w8a8/reference.hpp)
+//   sse4.1        pmaddubsw with the sign trick on xmm; the bias's fma computed exactly
+//                 (detail/kernels/sse41_fma.hpp: SSE4.1 has no FMA)
 //   avx2          vpmaddubsw with the sign trick: |qw| × qx·sign(qw) never saturates int16
 //   avx-vnni      vpdpbusd on ymm, activations offset by +128, minus 128 · Σ_k qw per row
 //   avx512-vnni   vpdpbusd on zmm, same arithmetic (avx512 without VNNI runs avx2)
@@ -66,6 +68,7 @@
 #include "lowbit/detail/kernels/w8a8/neon.hpp"
 #include "lowbit/detail/kernels/w8a8/neon_dotprod.hpp"
 #include "lowbit/detail/kernels/w8a8/reference.hpp"
+#include "lowbit/detail/kernels/w8a8/sse41.hpp"
 #include "lowbit/detail/validate.hpp"
 #include "lowbit/executor.hpp"
 #include "lowbit/status.hpp"
@@ -96,6 +99,7 @@ inline const Kernel& select_kernel(Isa isa) {
     KernelTable<KernelGetter> t;
     t.set(Isa::kScalar, &reference_kernel);
 #if defined(LOWBIT_HAVE_X86_KERNELS)
+    t.set(Isa::kSse41, &sse41::kernel);
     t.set(Isa::kAvx2, &avx2::kernel);
     t.set(Isa::kAvxVnni, &avx_vnni::kernel);
     t.set(Isa::kAvx512Vnni, &avx512_vnni::kernel);
@@ -115,7 +119,7 @@ inline const Kernel& select_kernel(Isa isa) {
 }  // namespace detail
 
 // The path gemm_w8a8 runs now (the forced ISA or the best one, resolved to the nearest path that
-// has a W8A8 kernel: avx512 without VNNI runs avx2, sse4.1 runs scalar).
+// has a W8A8 kernel: avx512 without VNNI runs avx2).
 inline Isa gemm_w8a8_isa() { return detail::w8a8::select_kernel(detail::dispatch_isa()).isa; }
 
 // int8 weights prepared for gemm_w8a8: repacked codes, per-row scales, optional bias, and the

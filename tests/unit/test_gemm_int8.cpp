@@ -82,19 +82,22 @@ void report_skipped_isas() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The SSE4.1 path's two emulations: F16C's conversion and the fused multiply-add
+// The SSE4.1 paths' two emulations: F16C's conversion and the fused multiply-add
+// (detail/kernels/sse41_fma.hpp, which the W8A8 SSE4.1 kernel shares)
 // ---------------------------------------------------------------------------------------------
 
 #if defined(LOWBIT_HAVE_X86_KERNELS)
 namespace sse41 = lowbit::detail::int8_gemm::sse41;
 
 // Wrappers compiled for SSE4.1 (the kernels' helpers inline only into such functions).
-LOWBIT_TARGET_SSE41 __attribute__((noinline)) void sse41_halves(const lowbit::Half* h, float* out) {
+LOWBIT_TARGET_SSE41 __attribute__((noinline)) void sse41_halves(const lowbit::Half* h,
+                                                                float* out) {
   _mm_storeu_ps(out, sse41::load_params(h));
 }
-LOWBIT_TARGET_SSE41 __attribute__((noinline)) void sse41_fma(const float* a, const float* b,
-                                                            const float* c, float* out) {
-  _mm_storeu_ps(out, sse41::fma_float(_mm_loadu_ps(a), _mm_loadu_ps(b), _mm_loadu_ps(c)));
+LOWBIT_TARGET_SSE41 __attribute__((noinline)) void emulated_fma(const float* a, const float* b,
+                                                               const float* c, float* out) {
+  _mm_storeu_ps(out, lowbit::detail::sse41_fma::fma_float(_mm_loadu_ps(a), _mm_loadu_ps(b),
+                                                         _mm_loadu_ps(c)));
 }
 
 TEST_CASE("int8 gemm sse4.1: half scales convert exactly as lowbit::to_float, all 65536") {
@@ -121,7 +124,7 @@ TEST_CASE("int8 gemm sse4.1: the emulated fma rounds once, as std::fma") {
   const float b[4] = {b1, b1, -b1, b1};
   const float c[4] = {1.0f, -1.0f, 1.0f + 0x1p-22f, 2.0f};
   float got[4];
-  sse41_fma(a, b, c, got);
+  emulated_fma(a, b, c, got);
   CHECK(got[0] == 1.0f + 0x1p-23f);
   CHECK(static_cast<float>(static_cast<double>(a1) * b1 + 1.0) == 1.0f);  // what double gives
   for (int i = 0; i < 4; ++i) CHECK(bits_of(got[i]) == bits_of(std::fma(a[i], b[i], c[i])));
@@ -157,7 +160,7 @@ TEST_CASE("int8 gemm sse4.1: the emulated fma rounds once, as std::fma") {
           z[i] = rng() % 2 ? specials[rng() % 8] : number();
       }
     }
-    sse41_fma(x, y, z, out);
+    emulated_fma(x, y, z, out);
     for (int i = 0; i < 4; ++i) {
       const float want = std::fma(x[i], y[i], z[i]);
       wrong += std::isnan(want) ? !std::isnan(out[i]) : bits_of(out[i]) != bits_of(want);

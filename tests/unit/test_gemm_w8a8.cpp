@@ -237,7 +237,6 @@ TEST_CASE("w8a8: each ISA resolves to its own kernel or its documented fallback"
   for (const Isa isa : lowbit::available_isas()) {
     const ForcedIsa forced(isa);
     Isa want = isa;
-    if (isa == Isa::kSse41) want = Isa::kScalar;
     if (isa == Isa::kAvx512) want = lowbit::isa_supported(Isa::kAvxVnni) ? Isa::kAvxVnni : Isa::kAvx2;
     CHECK_MESSAGE(lowbit::gemm_w8a8_isa() == want, std::string(lowbit::isa_name(isa)));
   }

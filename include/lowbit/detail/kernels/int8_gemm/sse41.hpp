@@ -12,15 +12,11 @@
 //   - F16C: half scales are converted with integer operations (load_params), exactly as
 //     lowbit::to_float does, and without float arithmetic on subnormal inputs, so that a caller's
 //     denormals-are-zero mode does not change a scale.
-//   - FMA: problem.hpp's acc = fma(float(isum), d·dx, acc) is one rounding. A multiply then an add
-//     would round twice and differ from every other path in the last bit now and then. fma_float
-//     computes it exactly instead: the product of two floats is exact in double (24 + 24 bits
-//     <= 53), the sum is rounded to double *to odd* (TwoSum gives the error; if it is not zero and
-//     the sum's last bit is even, step one ulp towards the exact value), and the final rounding to
-//     float is then the correctly rounded fma (Boldo and Melquiond, "Emulation of FMA and
-//     correctly rounded sums: proved algorithms using rounding to odd", IEEE TC 2008: 53 >= 2·24
-//     + 2 bits suffice). About 20 instructions per 2 lanes: this path's epilogue costs as much as
-//     its dot products, which is the price of identical results.
+//   - FMA: problem.hpp's acc = fma(float(isum), d·dx, acc) is one rounding; a multiply then an
+//     add would round twice and differ from every other path in the last bit now and then.
+//     sse41_fma.hpp computes the fused operation exactly in double instead. Its cost, about 20
+//     instructions per 2 lanes, makes this path's epilogue as dear as its dot products: the
+//     price of identical results.
 //
 // Register blocking (16 xmm): prefill 4 rows × 4 tokens (tile<F, 4, 1>), decode 16 rows × 1
 // token (tile<F, 1, 4>) with problem.hpp's software prefetch.
@@ -31,6 +27,7 @@
 
 #include "lowbit/detail/dispatch.hpp"
 #include "lowbit/detail/kernels/int8_gemm/problem.hpp"
+#include "lowbit/detail/kernels/sse41_fma.hpp"
 
 #if defined(LOWBIT_HAVE_X86_KERNELS)
 
@@ -74,36 +71,6 @@ LOWBIT_TARGET_SSE41 inline __attribute__((always_inline)) __m128i load_zero_poin
   std::int32_t v;
   std::memcpy(&v, p, sizeof v);
   return _mm_cvtepi8_epi32(_mm_cvtsi32_si128(v));
-}
-
-// a·b + c in double, rounded to odd: a·b exact, TwoSum's error e decides the last bit.
-LOWBIT_TARGET_SSE41 inline __attribute__((always_inline)) __m128d sum_to_odd(__m128d product,
-                                                                             __m128d c) {
-  const __m128d s = _mm_add_pd(product, c);
-  const __m128d c_part = _mm_sub_pd(s, product);
-  const __m128d e =
-      _mm_add_pd(_mm_sub_pd(product, _mm_sub_pd(s, c_part)), _mm_sub_pd(c, c_part));
-  // Inexact (e is a nonzero number; NaN e comes from an Inf or NaN sum, left as it is) and even.
-  const __m128i inexact = _mm_castpd_si128(
-      _mm_and_pd(_mm_cmpneq_pd(e, _mm_setzero_pd()), _mm_cmpord_pd(e, e)));
-  const __m128i one = _mm_set1_epi64x(1);
-  const __m128i s_bits = _mm_castpd_si128(s);
-  const __m128i even = _mm_cmpeq_epi64(_mm_and_si128(s_bits, one), _mm_setzero_si128());
-  // Towards the exact value: +1 ulp of magnitude if e has s's sign, −1 otherwise. s is not zero
-  // here (a zero TwoSum sum is exact), so a step never crosses zero.
-  const __m128i opposite = _mm_srli_epi64(_mm_castpd_si128(_mm_xor_pd(e, s)), 63);
-  const __m128i step = _mm_sub_epi64(one, _mm_add_epi64(opposite, opposite));
-  return _mm_castsi128_pd(_mm_add_epi64(s_bits, _mm_and_si128(step, _mm_and_si128(inexact, even))));
-}
-
-// fma(a, b, c) for four floats, rounded once (header comment).
-LOWBIT_TARGET_SSE41 inline __attribute__((always_inline)) __m128 fma_float(__m128 a, __m128 b,
-                                                                           __m128 c) {
-  const __m128 a_hi = _mm_movehl_ps(a, a), b_hi = _mm_movehl_ps(b, b), c_hi = _mm_movehl_ps(c, c);
-  const __m128d lo = sum_to_odd(_mm_mul_pd(_mm_cvtps_pd(a), _mm_cvtps_pd(b)), _mm_cvtps_pd(c));
-  const __m128d hi =
-      sum_to_odd(_mm_mul_pd(_mm_cvtps_pd(a_hi), _mm_cvtps_pd(b_hi)), _mm_cvtps_pd(c_hi));
-  return _mm_movelh_ps(_mm_cvtpd_ps(lo), _mm_cvtpd_ps(hi));
 }
 
 // The 16 IQ4_NL values, for pshufb.
@@ -233,9 +200,9 @@ LOWBIT_TARGET_SSE41 inline void tile(const Problem& p, std::int64_t rb, int quar
             isum = _mm_sub_epi32(isum, _mm_slli_epi32(sum_x, 3));
           if constexpr (F::kOffset == InterleavedOffset::kZeroPoint)
             isum = _mm_sub_epi32(isum, _mm_mullo_epi32(z[q], sum_x));
-          acc[q][t] = fma_float(_mm_cvtepi32_ps(isum), _mm_mul_ps(d[q], scale_x), acc[q][t]);
+          acc[q][t] = sse41_fma::fma_float(_mm_cvtepi32_ps(isum), _mm_mul_ps(d[q], scale_x), acc[q][t]);
           if constexpr (F::kOffset == InterleavedOffset::kMin)
-            acc[q][t] = fma_float(m[q], _mm_set1_ps(xb.ds), acc[q][t]);
+            acc[q][t] = sse41_fma::fma_float(m[q], _mm_set1_ps(xb.ds), acc[q][t]);
         }
       }
     }
