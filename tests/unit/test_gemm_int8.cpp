@@ -118,7 +118,9 @@ TEST_CASE("int8 gemm sse4.1: the emulated fma rounds once, as std::fma") {
   if (!lowbit::isa_supported(Isa::kSse41)) return;
   // Where multiply-then-add in double rounds twice and lands on a float tie: a·b + c =
   // 1 + 2^-24 + 2^-60 exactly, which std::fma rounds up to 1 + 2^-23; the double sum is 1 + 2^-24
-  // and would round to even, 1. The same mirrored, and with the tail below the tie.
+  // and would round to even, 1. Then the same mirrored; one whose double sum reaches the tie
+  // from above (1 + 2^-22 − 2^-24 − 2^-60: std::fma gives 1 + 2^-23, the tie's even side is
+  // 1 + 2^-22); and one far from any tie.
   const float a1 = 1.0f + 0x1p-12f, b1 = 0x1p-24f * (1.0f - 0x1p-12f + 0x1p-24f);
   const float a[4] = {a1, -a1, a1, a1};
   const float b[4] = {b1, b1, -b1, b1};

@@ -1,8 +1,8 @@
 // lowbit/algo/channel_absmax.hpp: the running max |x| of each channel of a linear layer's input,
 // streamed over calibration batches. SmoothQuant reads it as its activation scales (the
 // reference's get_act_scales: SmoothQuantCalibrator), LLM.int8 as the magnitudes its outlier
-// threshold applies to (OutlierFeatureDetector), AWQ-style and static per-tensor int8 schemes as
-// their activation range.
+// threshold applies to (OutlierFeatureDetector), a static per-tensor int8 scheme as its
+// activation range (tensor_absmax). AWQ reads mean |x| instead (AwqActivationStats, awq.hpp).
 //
 // Memory: one float per channel, whatever the number of tokens.
 #pragma once
