@@ -747,7 +747,9 @@ TEST_CASE("int8 gemm: every path equals the reference bit for bit, which is with
   struct Shape {
     std::int64_t rows, cols;
   };
-  const Shape shapes[] = {{1, 128}, {17, 128}, {40, 384}};
+  // 125 and 509 rows: 8 and 32 row blocks, the last one partial, so that decode's interleaved
+  // streams (AVX2) cover a partial row block and leave row blocks over on 3 threads.
+  const Shape shapes[] = {{1, 128}, {17, 128}, {40, 384}, {125, 256}, {509, 128}};
   lowbit::GemmWorkspace workspace;
   std::uint32_t seed = kSeed;
   for (const Shape& shape : shapes) {
@@ -765,7 +767,7 @@ TEST_CASE("int8 gemm: ggml Q4_K on every path equals the reference, within the b
   struct Shape {
     std::int64_t rows, cols;
   };
-  const Shape shapes[] = {{1, 256}, {17, 256}, {40, 512}, {3, 768}};
+  const Shape shapes[] = {{1, 256}, {17, 256}, {40, 512}, {3, 768}, {133, 256}};
   lowbit::GemmWorkspace workspace;
   std::uint32_t seed = kSeed + 500;
   for (const Shape& shape : shapes) {
