@@ -149,7 +149,8 @@ LOWBIT_TARGET_AVX2 inline __attribute__((always_inline)) __m256 accumulate(
     __m256i dot, __m256 d, __m256i z, __m256 m, const ActivationBlock& xb, __m256 acc) {
   const __m256i sum_x = _mm256_set1_epi32(xb.s);
   __m256i isum = dot;
-  if constexpr (F::kImplicitZero == 8) isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(sum_x, 3));
+  if constexpr (F::kImplicitZero == 8)
+    isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(sum_x, 3));
   if constexpr (F::kOffset == InterleavedOffset::kZeroPoint)
     isum = _mm256_sub_epi32(isum, _mm256_mullo_epi32(z, sum_x));
   acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(d, _mm256_set1_ps(xb.d)), acc);
@@ -229,7 +230,7 @@ LOWBIT_TARGET_AVX2 inline void tile(const Problem& p, std::int64_t rb, int half,
 // same order, so the outputs are the same bits whatever R.
 template <class F, int R>
 LOWBIT_TARGET_AVX2 inline void decode_rows(const Problem& p, const std::int64_t (&rbs)[R],
-                                              std::int64_t t) {
+                                           std::int64_t t) {
   const std::uint8_t* codes[R];
   std::int64_t param0[R];
   for (int r = 0; r < R; ++r) {
@@ -243,7 +244,8 @@ LOWBIT_TARGET_AVX2 inline void decode_rows(const Problem& p, const std::int64_t 
     __m256 d[R][2], m[R][2];
     __m256i z[R][2];
     for (int r = 0; r < R; ++r)
-      for (int h = 0; h < 2; ++h) load_group<F>(p, param0[r] + 8 * h, g, d[r][h], z[r][h], m[r][h]);
+      for (int h = 0; h < 2; ++h)
+        load_group<F>(p, param0[r] + 8 * h, g, d[r][h], z[r][h], m[r][h]);
     const std::int64_t b_end = (g + 1) * p.blocks_per_group;
     for (std::int64_t b = g * p.blocks_per_group; b < b_end; ++b) {
       const std::int8_t* qb[1] = {x[b].q};
