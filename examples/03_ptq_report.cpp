@@ -296,26 +296,31 @@ RowMatrix olive(const RowMatrix& w, const Width& width) {
 // of W·diag(s) (s = 1 unless smoothed), with LLM.int8's outlier columns zeroed before the ranges
 // are taken and restored exactly after. At w8 this is W8A8Linear's per-channel/per-token pipeline
 // (SmoothQuant) and LlmInt8<>'s vector-wise product (LLM.int8), up to float summation order.
+//
+// quantize_tokens: x ← Q_tok(x·diag(s)⁻¹) in place; `smooth` (s) and `exact` (1 per outlier
+// column) may be empty.
+void quantize_tokens(RowMatrix& x, const std::vector<float>& smooth,
+                     const std::vector<std::uint8_t>& exact) {
+  if (!smooth.empty())
+    x.array().rowwise() /= Eigen::Map<const Eigen::RowVectorXf>(smooth.data(), x.cols()).array();
+  for (Eigen::Index t = 0; t < x.rows(); ++t) {
+    float absmax = 0.0f;
+    for (Eigen::Index c = 0; c < x.cols(); ++c)
+      if (exact.empty() || !exact[static_cast<std::size_t>(c)])
+        absmax = std::max(absmax, std::fabs(x(t, c)));
+    const float step = lowbit::smoothquant_step(absmax);
+    for (Eigen::Index c = 0; c < x.cols(); ++c)
+      if (exact.empty() || !exact[static_cast<std::size_t>(c)])
+        x(t, c) = lowbit::smoothquant_fake_quantize(x(t, c), step);
+  }
+}
+
 struct ActQuantized {
   RowMatrix w;                      // Ŵ (out × in)
   std::vector<float> smooth;        // s (in values); empty: none
   std::vector<std::uint8_t> exact;  // 1 for an outlier column; empty: none
 
-  // x ← Q_tok(x·diag(s)⁻¹), in place.
-  void quantize_input(RowMatrix& x) const {
-    if (!smooth.empty())
-      x.array().rowwise() /= Eigen::Map<const Eigen::RowVectorXf>(smooth.data(), x.cols()).array();
-    for (Eigen::Index t = 0; t < x.rows(); ++t) {
-      float absmax = 0.0f;
-      for (Eigen::Index c = 0; c < x.cols(); ++c)
-        if (exact.empty() || !exact[static_cast<std::size_t>(c)])
-          absmax = std::max(absmax, std::fabs(x(t, c)));
-      const float step = lowbit::smoothquant_step(absmax);
-      for (Eigen::Index c = 0; c < x.cols(); ++c)
-        if (exact.empty() || !exact[static_cast<std::size_t>(c)])
-          x(t, c) = lowbit::smoothquant_fake_quantize(x(t, c), step);
-    }
-  }
+  void quantize_input(RowMatrix& x) const { quantize_tokens(x, smooth, exact); }
 };
 
 class ActQuantLinear final : public llama::Linear {
@@ -495,6 +500,34 @@ int main(int argc, char** argv) {
       smooth_range[ii] = {*std::min_element(s.begin(), s.end()),
                           *std::max_element(s.begin(), s.end())};
     }
+    // The evaluation sample of each input, its int8 form under each activation method, and each
+    // linear's exact output on it: none depends on the weights' width.
+    const std::vector<float> no_smooth;
+    const std::vector<std::uint8_t> no_exact;
+    const auto smooth_of = [&](int am, std::size_t input) -> const std::vector<float>& {
+      return am == kA8Smooth ? smooth[input] : no_smooth;
+    };
+    const auto exact_of = [&](int am, std::size_t input) -> const std::vector<std::uint8_t>& {
+      return am == kA8LlmInt8 ? exact[input] : no_exact;
+    };
+    std::vector<std::vector<RowMatrix>> eval_xq(4, std::vector<RowMatrix>(kActMethods));
+    std::vector<RowMatrix> eval_y(llama::kLinearsPerLayer);
+    for (std::size_t input = 0; input < 4; ++input) {
+      const InputStats& st = stats[static_cast<std::size_t>(l * 4) + input];
+      const RowMatrix x = st.eval_sample.matrix(st.in);
+      for (int slot = 0; slot < llama::kLinearsPerLayer; ++slot) {
+        if (static_cast<std::size_t>(input_of(slot)) != input) continue;
+        RowMatrix& y = eval_y[static_cast<std::size_t>(slot)];
+        y = x * w[static_cast<std::size_t>(slot)].transpose();
+        act_energy[static_cast<std::size_t>(l * llama::kLinearsPerLayer + slot)] =
+            y.cast<double>().squaredNorm();
+      }
+      for (int am = 0; am < kActMethods; ++am) {
+        eval_xq[input][static_cast<std::size_t>(am)] = x;
+        quantize_tokens(eval_xq[input][static_cast<std::size_t>(am)], smooth_of(am, input),
+                        exact_of(am, input));
+      }
+    }
     for (std::size_t wi = 0; wi < std::size(kWidths); ++wi) {
       const Width& width = kWidths[wi];
       std::vector<RowMatrix> awq_q(llama::kLinearsPerLayer);
@@ -544,17 +577,14 @@ int main(int argc, char** argv) {
 
         // int8 activations on the evaluation sample.
         const std::size_t input = static_cast<std::size_t>(input_of(slot));
-        const RowMatrix x = st.eval_sample.matrix(st.in);
-        const RowMatrix y = x * wl.transpose();
-        act_energy[li] = y.cast<double>().squaredNorm();
         for (int am = 0; am < kActMethods; ++am) {
           ActQuantized& a = act[wi][am][li];
-          if (am == kA8Smooth && !smooth[input].empty()) {
-            a.smooth = smooth[input];
+          a.smooth = smooth_of(am, input);
+          a.exact = exact_of(am, input);
+          if (!a.smooth.empty()) {
             const Eigen::Map<const Eigen::RowVectorXf> sv(a.smooth.data(), st.in);
             a.w = rtn(wl.array().rowwise() * sv.array(), width);
-          } else if (am == kA8LlmInt8 && !exact[input].empty()) {
-            a.exact = exact[input];
+          } else if (!a.exact.empty()) {
             RowMatrix wz = wl;
             for (Eigen::Index c = 0; c < wz.cols(); ++c)
               if (a.exact[static_cast<std::size_t>(c)]) wz.col(c).setZero();
@@ -564,8 +594,8 @@ int main(int argc, char** argv) {
           } else {
             a.w = q[kRtn][li];
           }
-          RowMatrix xq = x;
-          a.quantize_input(xq);
+          const RowMatrix& xq = eval_xq[input][static_cast<std::size_t>(am)];
+          const RowMatrix& y = eval_y[static_cast<std::size_t>(slot)];
           act_err_num[wi][am][li] = (y - xq * a.w.transpose()).cast<double>().squaredNorm();
         }
       }
